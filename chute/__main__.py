@@ -1,0 +1,3 @@
+from chute.entry import main
+
+main()
