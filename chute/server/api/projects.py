@@ -1,0 +1,110 @@
+"""Projects: register a repository, list, show, trigger runs."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from chute.store import Project, Run
+
+from .. import services
+from ..auth import Identity
+from .convert import run_out
+from .deps import get_session, get_state, identity
+from .schemas import ProjectCreated, ProjectIn, ProjectOut, RunOut, TriggerIn
+
+router = APIRouter(prefix="/api/v1", tags=["projects"])
+
+
+def last_status(s: Session, project: Project) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for run in s.scalars(select(Run).where(Run.project_id == project.id).order_by(Run.id)):
+        out[run.pipeline] = run.status
+    return out
+
+
+def project_out(s: Session, p: Project) -> ProjectOut:
+    return ProjectOut(name=p.name, repo_url=p.repo_url, review_kind=p.review_kind,
+                      default_branch=p.default_branch, has_pipeline=p.has_pipeline,
+                      config_error=p.config_error, created_at=p.created_at, last_status=last_status(s, p))
+
+
+def webhook_instructions(kind: str, url: str) -> str:
+    return {
+        "gerrit": f"Gerrit webhooks plugin: url = {url}, and send the secret as the X-Chute-Token header "
+                  "(or append &token=<secret> to the URL).",
+        "gitlab": f"GitLab > Settings > Webhooks: URL {url}, Secret token = the secret; "
+                  "events: push, tag push, merge request, comments.",
+        "github": f"GitHub > Settings > Webhooks: Payload URL {url}, content type application/json, "
+                  "Secret = the secret; events: push, pull requests, issue comments.",
+        "git": f"post-receive hook: chute trigger --server <this server> --project <name> (or POST to {url} "
+               "with Authorization: Bearer <secret>).",
+    }[kind]
+
+
+@router.get("/projects", response_model=list[ProjectOut])
+def list_projects(s: Session = Depends(get_session)) -> list[ProjectOut]:
+    return [project_out(s, p) for p in s.scalars(select(Project).order_by(Project.name))]
+
+
+@router.post("/projects", response_model=ProjectCreated, status_code=201)
+def add_project(body: ProjectIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+                state=Depends(get_state)) -> ProjectCreated:  # type: ignore[no-untyped-def]
+    p, info = services.add_project(s, state.settings, body.repo, body.name, actor=who.user,
+                                   review_kind=body.review_kind, review_project=body.review_project)
+    url = f"{state.settings.base_url}/webhooks/{p.review_kind}?project={p.name}"
+    base = project_out(s, p)
+    return ProjectCreated(**base.model_dump(), webhook_url=url, webhook_secret=p.webhook_secret,
+                          pipelines=info["pipelines"], instructions=webhook_instructions(p.review_kind, url))
+
+
+@router.get("/projects/{name}", response_model=ProjectOut)
+def get_project(name: str, s: Session = Depends(get_session)) -> ProjectOut:
+    return project_out(s, services.get_project(s, name))
+
+
+@router.get("/projects/{name}/runs", response_model=list[RunOut])
+def project_runs(
+    name: str,
+    pipeline: str | None = None,
+    branch: str | None = None,
+    status: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    s: Session = Depends(get_session),
+    state=Depends(get_state),  # type: ignore[no-untyped-def]
+) -> list[RunOut]:
+    from chute.store import Change
+
+    p = services.get_project(s, name)
+    q = select(Run).join(Change).where(Run.project_id == p.id)
+    if pipeline:
+        q = q.where(Run.pipeline == pipeline)
+    if branch:
+        q = q.where(Change.branch == branch)
+    if status:
+        q = q.where(Run.status == status)
+    runs = s.scalars(q.order_by(Run.id.desc()).limit(limit)).all()
+    return [run_out(r, state.settings.base_url) for r in runs]
+
+
+@router.post("/projects/{name}/trigger", response_model=list[RunOut], status_code=201)
+def trigger(name: str, body: TriggerIn, who: Identity = Depends(identity),
+            state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
+    with state.db.session() as s:
+        out = _trigger(s, state, name, body, who)
+    state.wake_agents()
+    return out
+
+
+def _trigger(s: Session, state, name: str, body: TriggerIn, who: Identity) -> list[RunOut]:  # type: ignore[no-untyped-def]
+    p = services.get_project(s, name)
+    ref = body.ref or f"refs/heads/{p.default_branch}"
+    if not ref.startswith("refs/"):
+        ref = f"refs/tags/{ref}" if ref.startswith("v") and ref[1:2].isdigit() else f"refs/heads/{ref}"
+    branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else ""
+    kind = "tag" if ref.startswith("refs/tags/") else "manual"
+    inc = services.Incoming(kind=kind, commit=body.commit or "", ref=ref, branch=branch, params=body.params)
+    runs = services.ingest(s, state.settings, p, inc, actor=who.user, trigger="manual", pipelines=body.pipelines)
+    s.flush()
+    return [run_out(r, state.settings.base_url) for r in runs]

@@ -1,0 +1,139 @@
+"""Runs: show, logs, live events (SSE), rerun, cancel; changes with all their runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from chute.store import Change, LogChunk, Run
+
+from .. import services
+from ..auth import Identity
+from .convert import change_out, run_out
+from .deps import get_session, get_state, identity
+from .schemas import ChangeOut, LogChunkOut, RerunIn, RunOut
+
+router = APIRouter(prefix="/api/v1", tags=["runs"])
+
+
+def load_run(s: Session, run_id: int) -> Run:
+    run = s.get(Run, run_id)
+    if run is None:
+        raise services.ServiceError(f"no run {run_id}", 404)
+    return run
+
+
+@router.get("/runs/{run_id}", response_model=RunOut)
+def get_run(run_id: int, s: Session = Depends(get_session), state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
+    return run_out(load_run(s, run_id), state.settings.base_url)
+
+
+@router.get("/runs/{run_id}/logs", response_model=list[LogChunkOut])
+def get_logs(run_id: int, stage: str | None = None, after: int = Query(-1, description="Only chunks with seq > after"),
+             limit: int = Query(5000, ge=1, le=50000), s: Session = Depends(get_session)) -> list[LogChunkOut]:
+    load_run(s, run_id)
+    q = select(LogChunk).where(LogChunk.run_id == run_id, LogChunk.seq > after)
+    if stage is not None:
+        q = q.where(LogChunk.stage == stage)
+    return [LogChunkOut(seq=c.seq, stage=c.stage, text=c.text, at=c.at)
+            for c in s.scalars(q.order_by(LogChunk.seq).limit(limit))]
+
+
+def _snapshot(state: Any, run_id: int, after: int) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
+    with state.db.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            return {}, [], after
+        snap = {"status": run.status, "reason": run.reason,
+                "stages": {st.name: st.status for st in run.stages},
+                "images": [ref for img in run.images for ref in img.references()]}
+        chunks = s.scalars(select(LogChunk).where(LogChunk.run_id == run_id, LogChunk.seq > after)
+                           .order_by(LogChunk.seq).limit(2000)).all()
+        logs = [{"seq": c.seq, "stage": c.stage, "text": c.text} for c in chunks]
+        return snap, logs, (chunks[-1].seq if chunks else after)
+
+
+@router.get("/runs/{run_id}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "Server-sent events: `run` (status, stages, images) and `log` chunks"}})
+async def run_events(run_id: int, request: Request, after: int = -1,
+                     state=Depends(get_state)) -> StreamingResponse:  # type: ignore[no-untyped-def]
+    """Live progress of a run as server-sent events; ends when the run is finished."""
+    with state.db.session() as s:
+        load_run(s, run_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        seq = after
+        last: dict[str, Any] | None = None
+        wake = state.broadcaster.subscribe(run_id)
+        try:
+            while True:
+                snap, logs, seq = await asyncio.to_thread(_snapshot, state, run_id, seq)
+                for chunk in logs:
+                    yield f"event: log\nid: {chunk['seq']}\ndata: {json.dumps(chunk)}\n\n".encode()
+                if snap != last:
+                    last = snap
+                    yield f"event: run\ndata: {json.dumps(snap)}\n\n".encode()
+                if snap.get("status") in services.FINAL and not logs:
+                    yield b"event: end\ndata: {}\n\n"
+                    return
+                if await request.is_disconnected():
+                    return
+                wake.clear()
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+        finally:
+            state.broadcaster.unsubscribe(run_id, wake)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.post("/runs/{run_id}/rerun", response_model=RunOut, status_code=201)
+def rerun(run_id: int, body: RerunIn | None = None, who: Identity = Depends(identity),
+          state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
+    with state.db.session() as s:
+        new = services.rerun(s, state.settings, load_run(s, run_id), actor=who.user,
+                             failed_only=bool(body and body.failed_only))
+        s.flush()
+        out = run_out(new, state.settings.base_url)
+    state.wake_agents()
+    return out
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunOut)
+def cancel(run_id: int, who: Identity = Depends(identity), s: Session = Depends(get_session),
+           state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
+    run = load_run(s, run_id)
+    if not state.queue.request_cancel(s, run, who.user):
+        raise services.ServiceError(f"run {run_id} already finished ({run.status})", 409)
+    s.flush()
+    state.broadcaster.publish(run_id)
+    return run_out(run, state.settings.base_url)
+
+
+@router.get("/projects/{name}/changes/{number}", response_model=list[RunOut])
+def change_runs(name: str, number: str, s: Session = Depends(get_session),
+                state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
+    """Every run of a change (all patchsets), newest first; ``number`` may also be a commit sha."""
+    p = services.get_project(s, name)
+    q = select(Run).join(Change).where(Run.project_id == p.id)
+    q = q.where((Change.number == number) | (Change.commit.startswith(number) if len(number) >= 7 else False))
+    return [run_out(r, state.settings.base_url) for r in s.scalars(q.order_by(Run.id.desc()))]
+
+
+@router.get("/changes/{change_id}", response_model=ChangeOut)
+def get_change(change_id: int, s: Session = Depends(get_session)) -> ChangeOut:
+    c = s.get(Change, change_id)
+    if c is None:
+        raise services.ServiceError(f"no change {change_id}", 404)
+    return change_out(c)

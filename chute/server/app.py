@@ -1,0 +1,153 @@
+"""The ASGI application: REST API, agent protocol, webhooks, Blubberoid, web UI.
+
+``create_app`` wires the pieces; background work (lease reaper, git poller,
+reporters, the embedded agent) runs in threads started by the lifespan so that
+one ``chute serve`` process is a complete installation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from chute import __version__
+from chute.store import Database
+from chute.store.queue import Queue
+
+from .auth import ensure_admin_token
+from .events import Broadcaster
+from .services import ServiceError
+from .settings import Settings
+
+log = logging.getLogger("chute.server")
+
+
+class State:
+    """Everything a request handler may need, hung on ``app.state.chute``."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.queue = Queue(db)
+        self.broadcaster = Broadcaster()
+        self.admin_token = ""
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.claim_wakeup = threading.Condition()
+        # Called with each run id once its result is committed: reporters, auto-deploys.
+        self.after_run_hooks: list[Callable[[State, int], None]] = []
+        self._finished: queue.Queue[int] = queue.Queue()
+        self._post_worker: threading.Thread | None = None
+
+    def wake_agents(self) -> None:
+        with self.claim_wakeup:
+            self.claim_wakeup.notify_all()
+
+    def after_run(self, run_id: int) -> None:
+        if self._post_worker is None:  # no background threads (tests): run the hooks now
+            self._run_hooks(run_id)
+        else:
+            self._finished.put(run_id)
+
+    def _run_hooks(self, run_id: int) -> None:
+        for hook in self.after_run_hooks:
+            try:
+                hook(self, run_id)
+            except Exception:
+                log.exception("after-run hook %s failed for run %s", getattr(hook, "__name__", hook), run_id)
+
+    def start_post_worker(self) -> threading.Thread:
+        def work() -> None:
+            while not self.stop.is_set():
+                try:
+                    run_id = self._finished.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                self._run_hooks(run_id)
+
+        self._post_worker = threading.Thread(target=work, name="chute-after-run", daemon=True)
+        self._post_worker.start()
+        return self._post_worker
+
+
+def _background(state: State, name: str, target: Any, interval: float) -> threading.Thread:
+    def loop() -> None:
+        while not state.stop.is_set():
+            try:
+                target()
+            except Exception:  # keep the loop alive; the error is logged with its traceback
+                log.exception("%s failed", name)
+            state.stop.wait(interval)
+
+    t = threading.Thread(target=loop, name=f"chute-{name}", daemon=True)
+    t.start()
+    return t
+
+
+def create_app(settings: Settings | None = None, *, start_background: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    db = Database(settings.database_url)
+    state = State(settings, db)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db.migrate()
+        state.admin_token = ensure_admin_token(db, settings.home)
+        if start_background:
+            from .poller import poll_once
+
+            state.threads.append(state.start_post_worker())
+            state.threads.append(_background(state, "reaper", lambda: _reap(state), settings.reap_interval))
+            state.threads.append(_background(state, "poller", lambda: poll_once(state), settings.poll_interval))
+            if settings.embedded_agent:
+                from chute.agent import start_embedded_agent
+
+                state.threads.append(start_embedded_agent(state))
+        try:
+            yield
+        finally:
+            state.stop.set()
+            state.wake_agents()
+            for t in state.threads:
+                t.join(timeout=10)
+            db.dispose()
+
+    app = FastAPI(
+        title="chute",
+        version=__version__,
+        description="Self-service deployment pipeline: projects, runs, agents, deployments, the ledger.",
+        docs_url="/api/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.chute = state
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        body: dict[str, Any] = {"detail": exc.message}
+        if exc.hint:
+            body["hint"] = exc.hint
+        return JSONResponse(body, status_code=exc.status)
+
+    from .api import agents, projects, runs
+
+    app.include_router(projects.router)
+    app.include_router(runs.router)
+    app.include_router(agents.router)
+    return app
+
+
+def _reap(state: State) -> None:
+    changed = state.queue.reap_expired()
+    for run_id, status in changed:
+        state.broadcaster.publish(run_id, {"type": "run", "status": status})
+    if any(status == "queued" for _, status in changed):
+        state.wake_agents()

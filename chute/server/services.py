@@ -1,0 +1,355 @@
+"""What the server does, independent of HTTP: changes in, runs queued, results stored.
+
+Routes, webhooks, the poller and the CLI all call these functions, each inside
+one database transaction that also writes the ledger events describing it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from chute.repo import Mirror, RepoError, mirror_for
+from chute.store import Change, Image, Job, Project, Run, StageResult, ledger, utcnow
+from chute.store.queue import enqueue
+
+from .settings import Settings
+
+CONFIG_PATH = ".pipeline/config.yaml"
+PRIVILEGED_STEPS = frozenset({"publish", "promote", "deploy", "trigger"})
+FINAL = frozenset({"success", "failure", "error", "cancelled"})
+
+
+class ServiceError(Exception):
+    """A request the server cannot do; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.status, self.hint = message, status, hint
+
+
+@dataclass
+class Incoming:
+    """A change as it arrives from any source (webhook, poller, CLI)."""
+
+    kind: str  # patchset | merged | push | tag | comment | manual
+    commit: str = ""
+    ref: str = ""
+    branch: str = ""  # the target branch for reviews, the pushed branch otherwise
+    number: str = ""
+    patchset: int = 0
+    author: str = ""
+    title: str = ""
+    url: str = ""
+    recheck: bool = False
+    comment: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def mirror(settings: Settings, project: Project) -> Mirror:
+    return mirror_for(settings.home, project.name, project.repo_url)
+
+
+# ------------------------------------------------------------------ pipeline config
+@dataclass
+class PipelineInfo:
+    name: str
+    privileged: bool  # publishes, promotes, deploys or triggers
+
+
+def read_pipelines(m: Mirror, commit: str) -> tuple[list[PipelineInfo], str | None]:
+    """The pipelines of ``.pipeline/config.yaml`` at ``commit``, or an error text."""
+    from chute.pipeline import parse_pipeline_config
+
+    from chute.config import ConfigError
+
+    raw = m.read_file(commit, CONFIG_PATH)
+    if raw is None:
+        return [], f"{CONFIG_PATH} does not exist at {commit[:12]}"
+    try:
+        cfg = parse_pipeline_config(raw, CONFIG_PATH)
+    except ConfigError as err:
+        return [], err.format()
+    out = []
+    for name, pipe in cfg.pipelines.items():
+        steps = {step for stage in pipe.stages.values() for step in stage.steps()}
+        out.append(PipelineInfo(name, bool(steps & PRIVILEGED_STEPS)))
+    return out, None
+
+
+def select_pipelines(pipes: list[PipelineInfo], kind: str) -> list[PipelineInfo]:
+    """Which pipelines an event runs (docs/server.md): patches test, merges and tags publish.
+
+    A patch under review runs the pipelines that only build and test; a merge,
+    a push to the default branch or a tag runs the ones that publish or deploy
+    (and everything when no pipeline does).
+    """
+    if kind in ("patchset", "push-branch"):
+        return [p for p in pipes if not p.privileged]
+    if kind in ("merged", "push", "tag", "manual"):
+        privileged = [p for p in pipes if p.privileged]
+        return privileged or pipes
+    return []
+
+
+# ------------------------------------------------------------------ projects
+def add_project(s: Session, settings: Settings, repo_url: str, name: str | None, *, actor: str,
+                review_kind: str = "git", review_project: str | None = None) -> tuple[Project, dict[str, Any]]:
+    """Register a repository: fetch it, read its pipeline config, make a webhook secret."""
+    from chute.repo import is_local_path
+
+    if not name:
+        base = repo_url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+        name = base or "project"
+    if s.scalars(select(Project).where(Project.name == name)).first():
+        raise ServiceError(f"a project named {name!r} already exists", 409,
+                           "choose another name with --name")
+    if is_local_path(repo_url):
+        from pathlib import Path
+
+        p = Path(repo_url).expanduser().resolve()
+        if not (p / ".git").exists() and not (p / "HEAD").exists():
+            raise ServiceError(f"{repo_url} is not a git repository", 400,
+                               "give the path of a git checkout or a git URL")
+        repo_url = str(p)
+    project = Project(name=name, repo_url=repo_url, review_kind=review_kind,
+                      review_project=review_project or name, webhook_secret=secrets.token_urlsafe(24))
+    m = mirror(settings, project)
+    try:
+        m.sync()
+        head = _default_branch(m)
+    except RepoError as err:
+        raise ServiceError(f"cannot fetch {repo_url}: {err}", 400, "check the URL and that git can reach it") from None
+    project.default_branch = head or "main"
+    info = inspect_config(m, project)
+    project.has_pipeline = info["has_pipeline"]
+    project.config_error = info.get("error")
+    project.polled_refs = m.refs()
+    s.add(project)
+    s.flush()
+    ledger.record(s, "project.added", actor=actor, project=name, data={"repo": repo_url})
+    return project, info
+
+
+def _default_branch(m: Mirror) -> str | None:
+    from chute.repo import _git
+
+    proc = _git(["symbolic-ref", "--short", "HEAD"], cwd=m.path, check=False)
+    out = proc.stdout.decode().strip()
+    return out or None
+
+
+def inspect_config(m: Mirror, project: Project) -> dict[str, Any]:
+    try:
+        commit = m.resolve(f"refs/heads/{project.default_branch}")
+    except RepoError:
+        return {"has_pipeline": False, "error": f"branch {project.default_branch} not found", "pipelines": []}
+    pipes, error = read_pipelines(m, commit)
+    has = m.read_file(commit, CONFIG_PATH) is not None
+    return {"has_pipeline": has, "error": error if has else None, "commit": commit,
+            "pipelines": [{"name": p.name, "privileged": p.privileged} for p in pipes]}
+
+
+def get_project(s: Session, name: str) -> Project:
+    p = s.scalars(select(Project).where(Project.name == name)).first()
+    if p is None:
+        raise ServiceError(f"no project named {name!r}", 404, "list projects with GET /api/v1/projects")
+    return p
+
+
+# ------------------------------------------------------------------ changes and runs
+def _find_or_make_change(s: Session, project: Project, inc: Incoming) -> tuple[Change, bool]:
+    kind = {"merged": "push", "push-branch": "push"}.get(inc.kind, inc.kind)
+    if kind == "comment":
+        kind = "patchset"
+    q = select(Change).where(Change.project_id == project.id, Change.kind == kind,
+                             Change.number == inc.number, Change.patchset == inc.patchset,
+                             Change.commit == inc.commit)
+    existing = s.scalars(q).first()
+    if existing is not None:
+        return existing, False
+    ch = Change(project=project, kind=kind, number=inc.number, patchset=inc.patchset, commit=inc.commit,
+                ref=inc.ref, branch=inc.branch, author=inc.author, title=inc.title, url=inc.url)
+    s.add(ch)
+    s.flush()
+    return ch, True
+
+
+def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, actor: str,
+           trigger: str, pipelines: list[str] | None = None) -> list[Run]:
+    """Record a change and queue the runs it calls for."""
+    m = mirror(settings, project)
+    if inc.kind == "comment":
+        if not inc.recheck:
+            return []
+        return recheck(s, settings, project, inc, actor=actor)
+    try:
+        if inc.ref and (inc.ref.startswith("refs/changes/") or inc.ref.startswith("refs/pull/")
+                        or inc.ref.startswith("refs/merge-requests/")):
+            m.fetch_ref(inc.ref)
+        else:
+            m.sync()
+        if not inc.commit:
+            inc.commit = m.resolve(inc.ref or f"refs/heads/{project.default_branch}")
+        if not m.has_commit(inc.commit):
+            m.sync()
+    except RepoError as err:
+        raise ServiceError(f"cannot fetch the change's commit: {err}", 502) from None
+    if not inc.title or not inc.author:
+        info = m.commit_info(inc.commit)
+        inc.title = inc.title or info["subject"]
+        inc.author = inc.author or info["author"]
+    change, new = _find_or_make_change(s, project, inc)
+    if new:
+        kind = {"patchset": "change.uploaded", "merged": "change.merged", "push": "change.pushed",
+                "push-branch": "change.pushed", "tag": "change.tagged"}.get(inc.kind, "change.pushed")
+        ledger.record(s, kind, change=change, actor=actor or inc.author,
+                      data={"ref": inc.ref, "branch": inc.branch, "title": inc.title, "url": inc.url})
+    pipes, error = read_pipelines(m, inc.commit)
+    project.has_pipeline = error is None or m.read_file(inc.commit, CONFIG_PATH) is not None
+    if error is not None:
+        project.config_error = error
+        return []
+    project.config_error = None
+    chosen = [p for p in pipes if pipelines is None or p.name in pipelines]
+    if pipelines is None:
+        chosen = select_pipelines(chosen, inc.kind)
+    unknown = sorted(set(pipelines or []) - {p.name for p in pipes})
+    if unknown:
+        raise ServiceError(f"no pipeline named {', '.join(unknown)} in {CONFIG_PATH}", 400,
+                           f"pipelines defined: {', '.join(p.name for p in pipes) or 'none'}")
+    trusted = inc.kind in ("merged", "push", "tag") or (inc.kind == "manual" and
+                                                         inc.branch == project.default_branch)
+    return [queue_run(s, settings, project, change, p.name, trigger=trigger, actor=actor, trusted=trusted,
+                      params=inc.params) for p in chosen]
+
+
+def queue_run(s: Session, settings: Settings, project: Project, change: Change, pipeline: str, *,
+              trigger: str, actor: str, trusted: bool, params: dict[str, str] | None = None,
+              rerun_of: Run | None = None, reuse_from: Run | None = None,
+              reuse: dict[str, Any] | None = None) -> Run:
+    run = Run(project=project, change=change, pipeline=pipeline, trigger=trigger, actor=actor,
+              trusted=trusted, params=params or {}, rerun_of=rerun_of.id if rerun_of else None,
+              reuse_from=reuse_from.id if reuse_from else None)
+    s.add(run)
+    s.flush()
+    payload = {
+        "project": project.name,
+        "repo_url": project.repo_url,
+        "commit": change.commit,
+        "ref": change.ref,
+        "branch": change.branch or project.default_branch,
+        "default_branch": project.default_branch,
+        "pipeline": pipeline,
+        "change": {"kind": change.kind, "number": change.number, "patchset": change.patchset},
+        "trusted": trusted,
+        "registry": settings.registry,
+        "params": params or {},
+        "reuse": reuse or {},
+        "run_url": settings.run_url(run.id),
+    }
+    enqueue(s, run, payload, max_attempts=settings.max_attempts)
+    ledger.record(s, "run.queued", run=run, actor=actor, data={"pipeline": pipeline, "trigger": trigger})
+    return run
+
+
+def recheck(s: Session, settings: Settings, project: Project, inc: Incoming, *, actor: str) -> list[Run]:
+    """A "recheck" comment: rerun the pipelines of the change's latest patchset."""
+    q = select(Change).where(Change.project_id == project.id, Change.number == inc.number)
+    if inc.patchset:
+        q = q.where(Change.patchset == inc.patchset)
+    change = s.scalars(q.order_by(Change.patchset.desc(), Change.id.desc())).first()
+    if change is None:
+        return []
+    latest: dict[str, Run] = {}
+    for run in s.scalars(select(Run).where(Run.change_id == change.id).order_by(Run.id)):
+        latest[run.pipeline] = run
+    ledger.record(s, "run.recheck", change=change, actor=actor, data={"comment": inc.comment[:200]})
+    return [queue_run(s, settings, project, change, r.pipeline, trigger="recheck", actor=actor,
+                      trusted=r.trusted, params=r.params, rerun_of=r) for r in latest.values()]
+
+
+def rerun(s: Session, settings: Settings, run: Run, *, actor: str, failed_only: bool = False) -> Run:
+    """Run the same pipeline on the same commit again; optionally reuse the stages that passed."""
+    if run.status not in FINAL:
+        raise ServiceError(f"run {run.id} is still {run.status}", 409, "cancel it first or wait for it to finish")
+    reuse: dict[str, Any] = {}
+    if failed_only:
+        for st in run.stages:
+            if st.status in ("success", "reused"):
+                reuse[st.name] = {"exports": st.exports, "run": st.reused_from or run.id}
+        if not reuse:
+            raise ServiceError(f"run {run.id} has no passed stage to reuse", 409, "use a plain rerun")
+    new = queue_run(s, settings, run.project, run.change, run.pipeline, trigger="rerun", actor=actor,
+                    trusted=run.trusted, params=run.params, rerun_of=run,
+                    reuse_from=run if failed_only else None, reuse=reuse)
+    ledger.record(s, "run.rerun", run=new, actor=actor,
+                  data={"of": run.id, "failed_only": failed_only, "reused": sorted(reuse)})
+    return new
+
+
+def set_graph(s: Session, run: Run, graph: dict[str, Any]) -> None:
+    """The agent tells us the stage graph when it starts; pending stage rows are created."""
+    run.graph = graph
+    existing = {st.name for st in run.stages}
+    for name in graph.get("stages", []):
+        if name not in existing:
+            run.stages.append(StageResult(name=name, status="pending"))
+
+
+def update_stage(s: Session, run: Run, name: str, status: str, *, error: str = "",
+                 exports: dict[str, Any] | None = None, at: datetime | None = None,
+                 reused_from: int | None = None) -> StageResult:
+    st = next((x for x in run.stages if x.name == name), None)
+    if st is None:
+        st = StageResult(name=name)
+        run.stages.append(st)
+    now = at or utcnow()
+    if status == "running" and st.started_at is None:
+        st.started_at = now
+    st.status = status
+    if error:
+        st.error = error
+    if exports is not None:
+        st.exports = exports
+    if reused_from is not None:
+        st.reused_from = reused_from
+    if status not in ("pending", "running"):
+        st.finished_at = now
+        st.started_at = st.started_at or now
+        ledger.record(s, "stage.finished", run=run, stage=name, outcome=status,
+                      actor="agent", data={"error": error[:500]} if error else {})
+    return st
+
+
+def complete_run(s: Session, run: Run, result: dict[str, Any], *, agent: str) -> None:
+    """Store the runner's result document; write the images and the run's ledger events."""
+    run.result = result
+    status = result.get("status", "error")
+    if run.status == "cancelled":
+        status = "cancelled"
+    for st in result.get("stages", []):
+        update_stage(s, run, st["name"], st.get("status", "error"), error=st.get("error", "") or "",
+                     exports=st.get("exports") or {}, reused_from=st.get("reused_from"))
+    for img in result.get("images", []):
+        image = Image(run_id=run.id, stage=img.get("stage", ""), name=img["name"], tags=list(img.get("tags", [])),
+                      digest=img["digest"])
+        s.add(image)
+        ledger.record(s, "image.published", run=run, stage=image.stage, image_digest=image.digest,
+                      actor=f"agent:{agent}", outcome="pushed",
+                      data={"name": image.name, "tags": image.tags})
+    run.status = status if status in FINAL else "error"
+    run.reason = result.get("error", "") or run.reason if run.status != "success" else ""
+    run.finished_at = utcnow()
+    ledger.record(s, "run.finished", run=run, actor=f"agent:{agent}", outcome=run.status,
+                  data={"duration": result.get("duration"), "pipeline": run.pipeline, "trigger": run.trigger,
+                        "rerun_of": run.rerun_of})
+
+
+def job_for(s: Session, run: Run) -> Job | None:
+    return s.scalars(select(Job).where(Job.run_id == run.id)).first()

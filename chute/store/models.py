@@ -1,0 +1,313 @@
+"""The SQL schema: projects, changes, runs, jobs, logs, images, deployments and the ledger.
+
+One module so that the whole data model can be read in one sitting. Column
+types are portable between SQLite and PostgreSQL; JSON columns hold the
+structured results the runner produces. Times are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Store UTC; always hand back aware datetimes (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    repo_url: Mapped[str] = mapped_column(Text)  # a local path or a git URL
+    review_kind: Mapped[str] = mapped_column(String(20), default="git")  # git | gerrit | gitlab | github
+    review_project: Mapped[str | None] = mapped_column(String(300))  # the name the review system uses
+    default_branch: Mapped[str] = mapped_column(String(200), default="main")
+    webhook_secret: Mapped[str] = mapped_column(String(200))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # reporter URLs, poll interval, ...
+    has_pipeline: Mapped[bool] = mapped_column(Boolean, default=False)
+    config_error: Mapped[str | None] = mapped_column(Text)
+    polled_refs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Change(Base):
+    """A patch under review (change + patchset) or a pushed commit."""
+
+    __tablename__ = "changes"
+    __table_args__ = (
+        UniqueConstraint("project_id", "kind", "number", "patchset", "commit", name="uq_change_identity"),
+        Index("ix_changes_project_commit", "project_id", "commit"),
+        Index("ix_changes_project_number", "project_id", "number"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))  # patchset | push | tag | manual
+    number: Mapped[str] = mapped_column(String(100), default="")  # change / MR / PR number; "" for pushes
+    patchset: Mapped[int] = mapped_column(Integer, default=0)
+    commit: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str] = mapped_column(String(300), default="")
+    branch: Mapped[str] = mapped_column(String(200), default="")  # target branch for reviews
+    author: Mapped[str] = mapped_column(String(200), default="")
+    title: Mapped[str] = mapped_column(Text, default="")
+    url: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    project: Mapped[Project] = relationship()
+
+
+class Run(Base):
+    """One pipeline execution for one change."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_project_created", "project_id", "created_at"),
+        Index("ix_runs_change", "change_id"),
+        Index("ix_runs_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    change_id: Mapped[int] = mapped_column(ForeignKey("changes.id", ondelete="CASCADE"))
+    pipeline: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    # queued | running | success | failure | error | cancelled
+    reason: Mapped[str] = mapped_column(Text, default="")  # why it failed / was cancelled
+    trigger: Mapped[str] = mapped_column(String(40), default="manual")  # webhook, poll, recheck, rerun, ...
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False)  # may publish/deploy (merged code)
+    rerun_of: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    reuse_from: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the runner's result document
+    graph: Mapped[dict[str, Any]] = mapped_column(default=dict)  # stages and edges, for the UI
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+    project: Mapped[Project] = relationship()
+    change: Mapped[Change] = relationship()
+    stages: Mapped[list[StageResult]] = relationship(
+        back_populates="run", order_by="StageResult.id", cascade="all, delete-orphan"
+    )
+    images: Mapped[list[Image]] = relationship(order_by="Image.id", cascade="all, delete-orphan")
+
+
+class StageResult(Base):
+    __tablename__ = "stage_results"
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_stage_per_run"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    # pending | running | success | failure | skipped | cancelled | reused
+    error: Mapped[str] = mapped_column(Text, default="")
+    exports: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    reused_from: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+
+    run: Mapped[Run] = relationship(back_populates="stages")
+
+
+class Image(Base):
+    """An image a run published: every pushed reference with its digest."""
+
+    __tablename__ = "images"
+    __table_args__ = (Index("ix_images_digest", "digest"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(Text)  # registry/name without tag
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    digest: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def references(self) -> list[str]:
+        return [f"{self.name}:{t}@{self.digest}" for t in self.tags]
+
+
+class Job(Base):
+    """A run's unit of work in the queue, held by an agent under a lease."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued | claimed | done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    agent: Mapped[str | None] = mapped_column(String(200))
+    lease_until: Mapped[datetime | None] = mapped_column()
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    not_before: Mapped[datetime | None] = mapped_column()  # held (e.g. by a deploy freeze)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    run: Mapped[Run] = relationship()
+
+
+class LogChunk(Base):
+    __tablename__ = "log_chunks"
+    __table_args__ = (Index("ix_log_run_seq", "run_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)  # agent-assigned, per run: re-sent chunks are ignored
+    stage: Mapped[str] = mapped_column(String(200), default="")
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Agent(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class WebhookDelivery(Base):
+    """Delivery ids seen, so that a redelivered webhook is processed once."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("project_id", "kind", "delivery_id", name="uq_delivery"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))
+    delivery_id: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_env_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    lock_holder: Mapped[str | None] = mapped_column(String(200))  # one deployment at a time
+    lock_until: Mapped[datetime | None] = mapped_column()
+
+
+class Deployment(Base):
+    """One rollout of one image to one environment."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "revision", name="uq_env_revision"),
+        Index("ix_deployments_env_started", "environment_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    revision: Mapped[int] = mapped_column(Integer)
+    image_ref: Mapped[str] = mapped_column(Text)
+    image_digest: Mapped[str] = mapped_column(String(100), default="")
+    commit: Mapped[str] = mapped_column(String(64), default="")
+    order_key: Mapped[str] = mapped_column(String(100), default="")  # newer images sort later
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    # pending | deploying | healthy | failed | rolled-back | superseded
+    kind: Mapped[str] = mapped_column(String(20), default="deploy")  # deploy | rollback | auto-rollback
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    time_to_restore: Mapped[float | None] = mapped_column(Float)
+
+    environment: Mapped[Environment] = relationship()
+
+
+class Event(Base):
+    """The ledger: one append-only row per thing that happened (see docs/ledger.md)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_project_at", "project", "at"),
+        Index("ix_events_kind_at", "kind", "at"),
+        Index("ix_events_commit", "commit"),
+        Index("ix_events_change", "project", "change", "patchset"),
+        Index("ix_events_run", "run_id"),
+        Index("ix_events_env", "project", "environment", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    kind: Mapped[str] = mapped_column(String(60))
+    project: Mapped[str] = mapped_column(String(200), default="")
+    change: Mapped[str] = mapped_column(String(100), default="")
+    patchset: Mapped[int] = mapped_column(Integer, default=0)
+    commit: Mapped[str] = mapped_column(String(64), default="")
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    stage: Mapped[str] = mapped_column(String(200), default="")
+    image_digest: Mapped[str] = mapped_column(String(100), default="")
+    environment: Mapped[str] = mapped_column(String(100), default="")
+    revision: Mapped[int | None] = mapped_column(Integer)
+    command: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str] = mapped_column(String(40), default="")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Token(Base):
+    """API tokens, stored hashed."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)  # first chars, to find the row
+    hash: Mapped[str] = mapped_column(String(200))
+    user: Mapped[str] = mapped_column(String(200), default="admin")
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()
