@@ -46,6 +46,210 @@ def blubber(
         raise typer.Exit(code)
 
 
+def _client(server: str | None, token: str | None):  # type: ignore[no-untyped-def]
+    from chute.client import Client
+
+    return Client(server, token)
+
+
+def _call(fn):  # type: ignore[no-untyped-def]
+    """Run a client call; turn ClientError into a one-line message and exit 1."""
+    from chute.client import ClientError
+
+    try:
+        return fn()
+    except ClientError as err:
+        sys.stderr.write(f"error: {err}\n")
+        raise typer.Exit(1) from None
+
+
+ServerOpt = typer.Option(None, "--server", envvar="CHUTE_SERVER", help="chute server URL (default http://127.0.0.1:8080)")
+TokenOpt = typer.Option(None, "--token", envvar="CHUTE_TOKEN", help="API token (default: the local admin token)")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    no_agent: bool = typer.Option(False, "--no-agent", help="Do not run the embedded agent."),
+    blubberoid_only: bool = typer.Option(False, "--blubberoid-only", help="Serve only the Blubberoid API."),
+    workers: int = typer.Option(1, help="Worker processes (--blubberoid-only)."),
+    base_url: str | None = typer.Option(None, envvar="CHUTE_BASE_URL", help="Public URL used in links."),
+) -> None:
+    """Run the chute server: API, web UI, webhooks, Blubberoid, and an embedded agent."""
+    import uvicorn
+
+    if blubberoid_only:
+        uvicorn.run("chute.server.blubberoid:create_app", factory=True, host=host, port=port,
+                    workers=workers, log_level="warning", access_log=False)
+        return
+    from chute.server.app import create_app
+    from chute.server.settings import Settings
+
+    settings = Settings(host=host, port=port, embedded_agent=not no_agent, base_url=base_url or "")
+    typer.echo(f"chute server on {settings.base_url} (state in {settings.home}; "
+               f"admin token in {settings.home / 'admin-token'})", err=True)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def agent(
+    server: str = typer.Option(..., "--server", envvar="CHUTE_SERVER", help="chute server URL."),
+    token: str = typer.Option(..., "--token", envvar="CHUTE_TOKEN", help="API token."),
+    name: str | None = typer.Option(None, help="Agent name (default host-pid)."),
+) -> None:
+    """Run an agent that claims jobs from a chute server and runs them here."""
+    from chute.agent import AgentClient, Worker
+    from chute.agent.worker import agent_name
+    from chute.paths import chute_home
+
+    client = AgentClient(server, token, name or agent_name())
+    worker = Worker(client, chute_home() / "agent")
+    typer.echo(f"agent {client.name} polling {server}", err=True)
+    try:
+        worker.serve_forever()
+    except KeyboardInterrupt:
+        if worker.current_cancel is not None:
+            worker.current_cancel.set()
+    finally:
+        client.close()
+
+
+project_app = typer.Typer(help="Register and list projects (repositories).", no_args_is_help=True)
+app.add_typer(project_app, name="project")
+
+
+@project_app.command("add")
+def project_add(
+    repo: str = typer.Argument(..., help="Path to a git repository or a git URL."),
+    name: str | None = typer.Option(None, "--name", help="Project name (default: the repository name)."),
+    review: str = typer.Option("git", "--review", help="Code review system: git, gerrit, gitlab or github."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Register a repository; prints the webhook URL and secret to paste into the review system."""
+    import os
+
+    if "://" not in repo and "@" not in repo:
+        repo = os.path.abspath(repo)
+    c = _client(server, token)
+    out = _call(lambda: c.post("/api/v1/projects", {"repo": repo, "name": name, "review_kind": review}))
+    typer.echo(f"project {out['name']} added ({out['repo_url']}, default branch {out['default_branch']})")
+    if out["pipelines"]:
+        typer.echo("pipelines: " + ", ".join(p["name"] for p in out["pipelines"]))
+    elif not out["has_pipeline"]:
+        typer.echo("no .pipeline/config.yaml yet: run `chute init` in the repository to write a starter one")
+    if out.get("config_error"):
+        typer.echo("config problems:\n" + out["config_error"])
+    typer.echo(f"webhook URL:    {out['webhook_url']}")
+    typer.echo(f"webhook secret: {out['webhook_secret']}")
+    typer.echo(out["instructions"])
+
+
+@project_app.command("list")
+def project_list(server: str | None = ServerOpt, token: str | None = TokenOpt) -> None:
+    """List projects with the last status of each pipeline."""
+    c = _client(server, token)
+    for p in _call(lambda: c.get("/api/v1/projects")):
+        last = ", ".join(f"{k}: {v}" for k, v in p["last_status"].items()) or "no runs"
+        typer.echo(f"{p['name']:30} {p['repo_url']}  [{last}]")
+
+
+@app.command()
+def trigger(
+    project: str = typer.Option(..., "--project", "-P", help="Project name."),
+    ref: str | None = typer.Option(None, "--ref", help="Branch, tag or ref (default: the default branch)."),
+    commit: str | None = typer.Option(None, "--commit"),
+    pipeline: list[str] = typer.Option([], "--pipeline", help="Only these pipelines (repeatable)."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Queue runs for a ref (a post-receive hook calls this)."""
+    c = _client(server, token)
+    body = {"ref": ref, "commit": commit, "pipelines": pipeline or None}
+    runs = _call(lambda: c.post(f"/api/v1/projects/{project}/trigger", body))
+    if not runs:
+        typer.echo("nothing to run for this ref (no matching pipelines)")
+    for r in runs:
+        typer.echo(f"run {r['id']} queued: {r['pipeline']} on {r['change']['commit'][:12]}  {r['url']}")
+
+
+@app.command()
+def status(
+    run_id: int = typer.Argument(..., help="Run id."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run as JSON."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Show a run: status, stages, published images."""
+    import json
+
+    c = _client(server, token)
+    r = _call(lambda: c.get(f"/api/v1/runs/{run_id}"))
+    if json_out:
+        typer.echo(json.dumps(r, indent=2))
+        return
+    typer.echo(f"run {r['id']} {r['project']}/{r['pipeline']}: {r['status']}"
+               + (f" ({r['reason']})" if r["reason"] else ""))
+    for st in r["stages"]:
+        d = f"{st['duration']:.1f}s" if st["duration"] is not None else ""
+        typer.echo(f"  {st['name']:24} {st['status']:10} {d}")
+    for img in r["images"]:
+        for ref in img["references"]:
+            typer.echo(f"  image {ref}")
+    typer.echo(r["url"])
+    if r["status"] in ("failure", "error"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    run_id: int = typer.Argument(...),
+    stage: str | None = typer.Option(None, "--stage"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Print a run's logs."""
+    import time
+
+    c = _client(server, token)
+    after = -1
+    while True:
+        params: dict[str, object] = {"after": after}
+        if stage:
+            params["stage"] = stage
+        for chunk in _call(lambda p=params: c.get(f"/api/v1/runs/{run_id}/logs", params=p)):
+            sys.stdout.write(chunk["text"])
+            after = chunk["seq"]
+        sys.stdout.flush()
+        if not follow or _call(lambda: c.get(f"/api/v1/runs/{run_id}"))["status"] in (
+                "success", "failure", "error", "cancelled"):
+            break
+        time.sleep(1)
+
+
+@app.command()
+def rerun(
+    run_id: int = typer.Argument(...),
+    failed: bool = typer.Option(False, "--failed", help="Rerun only failed stages; reuse the ones that passed."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Rerun a finished run."""
+    c = _client(server, token)
+    r = _call(lambda: c.post(f"/api/v1/runs/{run_id}/rerun", {"failed_only": failed}))
+    typer.echo(f"run {r['id']} queued (rerun of {run_id})  {r['url']}")
+
+
+@app.command()
+def cancel(run_id: int = typer.Argument(...), server: str | None = ServerOpt, token: str | None = TokenOpt) -> None:
+    """Cancel a queued or running run."""
+    c = _client(server, token)
+    r = _call(lambda: c.post(f"/api/v1/runs/{run_id}/cancel"))
+    typer.echo(f"run {r['id']}: {r['status']}")
+
+
 def version_callback(value: bool) -> None:
     if value:
         typer.echo(f"chute {__version__}")
