@@ -74,11 +74,16 @@ def serve(
     no_agent: bool = typer.Option(False, "--no-agent", help="Do not run the embedded agent."),
     blubberoid_only: bool = typer.Option(False, "--blubberoid-only", help="Serve only the Blubberoid API."),
     workers: int = typer.Option(1, help="Worker processes (--blubberoid-only)."),
+    policy: str | None = typer.Option(None, "--policy", "-p", help="Blubber policy for the Blubberoid API."),
     base_url: str | None = typer.Option(None, envvar="CHUTE_BASE_URL", help="Public URL used in links."),
 ) -> None:
     """Run the chute server: API, web UI, webhooks, Blubberoid, and an embedded agent."""
+    import os
+
     import uvicorn
 
+    if policy:
+        os.environ["CHUTE_BLUBBER_POLICY"] = policy
     if blubberoid_only:
         uvicorn.run("chute.server.blubberoid:create_app", factory=True, host=host, port=port,
                     workers=workers, log_level="warning", access_log=False)

@@ -138,7 +138,9 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
         return JSONResponse(body, status_code=exc.status)
 
     from .api import agents, projects, runs
+    from .blubberoid import make_router as blubberoid_router
 
+    app.include_router(blubberoid_router())
     app.include_router(projects.router)
     app.include_router(runs.router)
     app.include_router(agents.router)

@@ -64,9 +64,8 @@ class PipelineInfo:
 
 def read_pipelines(m: Mirror, commit: str) -> tuple[list[PipelineInfo], str | None]:
     """The pipelines of ``.pipeline/config.yaml`` at ``commit``, or an error text."""
-    from chute.pipeline import parse_pipeline_config
-
     from chute.config import ConfigError
+    from chute.pipeline import parse_pipeline_config
 
     raw = m.read_file(commit, CONFIG_PATH)
     if raw is None:
