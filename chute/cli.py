@@ -255,6 +255,32 @@ def cancel(run_id: int = typer.Argument(...), server: str | None = ServerOpt, to
     typer.echo(f"run {r['id']}: {r['status']}")
 
 
+@app.command()
+def init(
+    path: str = typer.Argument(".", help="The repository (default: the current directory)."),
+    base: str | None = typer.Option(None, "--base", help="Base image for the Blubber config."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing .pipeline files."),
+) -> None:
+    """Write a commented starter .pipeline/blubber.yaml and config.yaml for this repository's stack."""
+    from pathlib import Path
+
+    from chute.starter import DEFAULT_BASE, write_starter
+
+    repo = Path(path).resolve()
+    if not repo.is_dir():
+        sys.stderr.write(f"error: {path} is not a directory\n")
+        raise typer.Exit(1)
+    try:
+        stack, files = write_starter(repo, base=base or DEFAULT_BASE, force=force)
+    except FileExistsError as err:
+        sys.stderr.write(f"error: {err} already exists; use --force to overwrite\n")
+        raise typer.Exit(1) from None
+    typer.echo(f"detected a {stack.name} project (from {stack.evidence})")
+    for f in files:
+        typer.echo(f"wrote {f.relative_to(repo)}")
+    typer.echo("next: read the comments in those files, then `chute lint` and `chute run test`")
+
+
 def version_callback(value: bool) -> None:
     if value:
         typer.echo(f"chute {__version__}")
