@@ -64,12 +64,12 @@ class PipelineInfo:
 
 def read_pipelines(m: Mirror, commit: str) -> tuple[list[PipelineInfo], str | None]:
     """The pipelines of ``.pipeline/config.yaml`` at ``commit``, or an error text."""
-    from chute.config import ConfigError
-    from chute.pipeline import parse_pipeline_config
-
     raw = m.read_file(commit, CONFIG_PATH)
     if raw is None:
         return [], f"{CONFIG_PATH} does not exist at {commit[:12]}"
+    from chute.config import ConfigError
+    from chute.pipeline import parse_pipeline_config
+
     try:
         cfg = parse_pipeline_config(raw, CONFIG_PATH)
     except ConfigError as err:

@@ -1,0 +1,31 @@
+"""Self-service onboarding: register a repository, get the webhook URL and secret."""
+
+from __future__ import annotations
+
+from tests.conftest import make_repo
+
+
+def test_add_a_repository_without_pipeline_config(server, tmp_path) -> None:
+    repo = make_repo(tmp_path / "svc", files={"README.md": "hi\n"})
+    r = server.post("/api/v1/projects", json={"repo": str(repo)}, headers=server.admin)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["name"] == "svc" and body["default_branch"] == "main"
+    assert body["has_pipeline"] is False and body["pipelines"] == []
+    assert body["webhook_url"] == "http://chute.test/webhooks/git?project=svc"
+    assert len(body["webhook_secret"]) >= 24
+    # The secret is shown once at registration, never in listings.
+    listed = server.get("/api/v1/projects").json()
+    assert [p["name"] for p in listed] == ["svc"] and "webhook_secret" not in listed[0]
+
+
+def test_duplicate_names_and_non_repositories_are_refused_clearly(server, tmp_path) -> None:
+    repo = make_repo(tmp_path / "svc", files={"a": "1"})
+    assert server.post("/api/v1/projects", json={"repo": str(repo)}, headers=server.admin).status_code == 201
+    r = server.post("/api/v1/projects", json={"repo": str(repo)}, headers=server.admin)
+    assert r.status_code == 409 and "already exists" in r.json()["detail"] and "--name" in r.json()["hint"]
+    (tmp_path / "plain").mkdir()
+    r = server.post("/api/v1/projects", json={"repo": str(tmp_path / "plain"), "name": "p"}, headers=server.admin)
+    assert r.status_code == 400 and "not a git repository" in r.json()["detail"]
+    r = server.get("/api/v1/projects/nope")
+    assert r.status_code == 404 and "no project named" in r.json()["detail"]
