@@ -85,7 +85,11 @@ class ApiClient:
                 last_status, last_detail = None, f"{type(exc).__name__}: {exc}"
                 log.warning(
                     "%s: POST %s attempt %d/%d failed: %s",
-                    self.system, url, attempt + 1, self.retries + 1, self.redact(last_detail),
+                    self.system,
+                    url,
+                    attempt + 1,
+                    self.retries + 1,
+                    self.redact(last_detail),
                 )
                 continue
             if response.is_success or response.status_code in accepted:
@@ -96,7 +100,11 @@ class ApiClient:
                 break
             log.warning(
                 "%s: POST %s attempt %d/%d answered HTTP %d",
-                self.system, url, attempt + 1, self.retries + 1, response.status_code,
+                self.system,
+                url,
+                attempt + 1,
+                self.retries + 1,
+                response.status_code,
             )
         if last_status is None:
             detail = f"could not reach the server after {self.retries + 1} attempts: {last_detail}"

@@ -74,7 +74,8 @@ def context_name(p: PipelineResult, prefix: str = "chute") -> str:
 
 
 def headline(report: RunReport) -> str:
-    """``chute: 1 of 2 pipelines failed`` / ``chute: all 2 pipelines passed``."""
+    """``chute: all 2 pipelines passed`` / ``chute: 1 of 2 pipelines failed`` /
+    ``chute: 2 of 3 pipelines did not pass (1 failed, 1 cancelled)``."""
     total = len(report.pipelines)
     noun = "pipeline" if total == 1 else "pipelines"
     status = report.status
@@ -83,8 +84,14 @@ def headline(report: RunReport) -> str:
     if status == "running":
         done = sum(1 for p in report.pipelines if p.status != "running")
         return f"chute: running, {done} of {total} {noun} finished"
-    count = sum(1 for p in report.pipelines if p.status == status)
-    return f"chute: {count} of {total} {noun} {STATUS_WORD[status]}"
+    counts = {s: sum(1 for p in report.pipelines if p.status == s) for s in ("failure", "error", "cancelled")}
+    words = {"failure": "failed", "error": "errored", "cancelled": "cancelled"}
+    present = [(words[s], n) for s, n in counts.items() if n]
+    if len(present) == 1:
+        word, n = present[0]
+        return f"chute: {n} of {total} {noun} {word}"
+    details = ", ".join(f"{n} {word}" for word, n in present)
+    return f"chute: {sum(counts.values())} of {total} {noun} did not pass ({details})"
 
 
 def image_tags(images: tuple[str, ...]) -> list[str]:
@@ -130,7 +137,8 @@ def _rerun_text(report: RunReport) -> str:
     return f"To run the tests again, {RECHECK_HINT}."
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+# Enough to keep names from opening emphasis, links, HTML, code or table cells.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 
 
 def md_escape(text: str) -> str:

@@ -102,7 +102,10 @@ class GerritReporter:
             answer = None
         if not isinstance(answer, dict):
             raise ReportError(
-                "gerrit", "POST", str(response.url), response.status_code,
+                "gerrit",
+                "POST",
+                str(response.url),
+                response.status_code,
                 f"the answer is not a Gerrit ReviewResult (JSON object): {text[:200]!r}",
             )
         return [Posted("review", str(response.url), response.status_code)]

@@ -41,8 +41,9 @@ def load_json(source: str, body: bytes) -> dict[str, Any]:
         raise WebhookError(400, f"{source} webhook: the body is not UTF-8 text: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise WebhookError(
-            400, f"{source} webhook: the body is not valid JSON: {exc.msg} at line {exc.lineno} "
-            f"column {exc.colno}"
+            400,
+            f"{source} webhook: the body is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno}",
         ) from None
     except (ValueError, RecursionError) as exc:
         raise WebhookError(400, f"{source} webhook: the body is not valid JSON: {exc}") from None

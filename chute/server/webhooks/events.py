@@ -36,7 +36,6 @@ EVENT_TYPES: tuple[EventType, ...] = ("patchset", "merged", "comment", "tag", "r
 SOURCE_KINDS: tuple[SourceKind, ...] = ("gerrit", "gitlab", "github", "git")
 
 
-
 def is_null_sha(sha: str) -> bool:
     """git's all-zero id, which stands for "no commit" (a created or deleted ref)."""
     return bool(sha) and set(sha) == {"0"}

@@ -27,7 +27,7 @@ from typing import Any
 from ._auth import bearer_token, same_secret
 from ._payload import Payload, check_ref, header, load_json, person
 from .events import (
-        ChangeEvent,
+    ChangeEvent,
     EventType,
     SourceKind,
     WebhookError,

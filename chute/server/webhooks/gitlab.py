@@ -57,8 +57,9 @@ class GitLabDriver:
         if kind is None:
             if event_header is None:
                 raise WebhookError(
-                    400, "gitlab webhook: no X-Gitlab-Event header and no object_kind in the body; "
-                    "is this really a GitLab webhook?"
+                    400,
+                    "gitlab webhook: no X-Gitlab-Event header and no object_kind in the body; "
+                    "is this really a GitLab webhook?",
                 )
             kind = _KIND_BY_HEADER.get(event_header)
             if kind is None:
@@ -148,8 +149,9 @@ def _merge_request(p: Payload, did: str) -> ChangeEvent:
         sha = attrs.sha("merge_commit_sha", required=False) or (last.req_sha("id") if last else None)
         if sha is None:
             raise WebhookError(
-                400, "gitlab webhook: a merged merge request has neither "
-                "object_attributes.merge_commit_sha nor object_attributes.last_commit.id"
+                400,
+                "gitlab webhook: a merged merge request has neither "
+                "object_attributes.merge_commit_sha nor object_attributes.last_commit.id",
             )
         ref = f"refs/heads/{target_branch}"
         branch = target_branch
