@@ -146,15 +146,17 @@ def body_id(source: str, body: bytes) -> str:
 
 
 def check_project(events: Iterable[ChangeEvent], expected: str) -> None:
-    """Refuse events for another project than the one whose secret authenticated the request.
+    """Refuse events for another repository than the one whose secret authenticated the request.
 
-    Without this check a secret for project A could start runs of project B.
+    ``expected`` is the repository name, as the review system spells it, that chute's project
+    (named in the webhook URL) is configured with. Without this check the secret of project
+    A could start runs of project B.
     """
     for event in events:
         if event.project != expected:
             raise WebhookError(
                 403,
-                f"{event.source} event is for project {event.project!r} but the webhook URL and "
-                f"secret are for {expected!r}: point the webhook at /webhooks/{event.source}"
-                f"?project=<that project>",
+                f"{event.source} event is for repository {event.project!r}, but this webhook's "
+                f"project and secret are for {expected!r}: give each repository its own webhook "
+                f"URL (/webhooks/{event.source}?project=<its chute project>)",
             )

@@ -3,7 +3,10 @@
 The body is one JSON object per updated ref::
 
     {"project": "citoid", "ref": "refs/heads/main", "before": "<sha>", "after": "<sha>",
-     "pusher": "alice"}            # pusher and url are optional
+     "commit": "<sha>", "pusher": "alice"}     # commit, pusher and url are optional
+
+``after`` is the ref's new value; ``commit`` is the commit it names when that differs (an
+annotated tag points at a tag object), which is what chute builds.
 
 Authentication is either ``Authorization: Bearer <secret>`` or, better because the secret
 never leaves the sender, ``X-Chute-Signature-256: sha256=<hex HMAC-SHA256 of the body>`` (the
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._auth import bearer_token, same_secret, sign, valid_signature
@@ -52,6 +55,7 @@ class GitDriver:
         ref = check_ref(SOURCE, p.req_str("ref"), "ref")
         before = p.req_sha("before")
         after = p.req_sha("after")
+        commit = p.sha("commit", required=False)
         if is_null_sha(after):
             raise WebhookIgnored(f"git push deletes {ref[:200]}")
         etype: EventType
@@ -73,7 +77,7 @@ class GitDriver:
                 project=project,
                 type=etype,
                 delivery_id=did,
-                sha=after,
+                sha=commit or after,
                 ref=ref,
                 branch=branch,
                 author=p.string("pusher", required=False),
@@ -88,10 +92,17 @@ verify = driver.verify
 parse = driver.parse
 
 
-def post_receive_payloads(stdin: str, project: str, pusher: str | None = None) -> list[dict[str, Any]]:
+def post_receive_payloads(
+    stdin: str,
+    project: str,
+    pusher: str | None = None,
+    peel: Callable[[str], str | None] | None = None,
+) -> list[dict[str, Any]]:
     """Payloads for the ``<old-sha> <new-sha> <ref>`` lines git writes to a post-receive hook.
 
-    Raises ValueError naming the first line that is not in that form.
+    ``peel`` maps a new ref value to the commit it names (``git rev-parse <sha>^{commit}`` in
+    the hook's repository), so an annotated tag's payload names its commit. Raises
+    ValueError naming the first line that is not in that form.
     """
     payloads: list[dict[str, Any]] = []
     for lineno, line in enumerate(stdin.splitlines(), start=1):
@@ -104,6 +115,9 @@ def post_receive_payloads(stdin: str, project: str, pusher: str | None = None) -
             )
         before, after, ref = match.groups()
         payload: dict[str, Any] = {"project": project, "ref": ref, "before": before, "after": after}
+        commit = peel(after) if peel is not None and not is_null_sha(after) else None
+        if commit and commit != after:
+            payload["commit"] = commit
         if pusher:
             payload["pusher"] = pusher
         payloads.append(payload)

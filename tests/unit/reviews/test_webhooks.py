@@ -620,6 +620,16 @@ class TestGit:
                 results.append(exc.message)
         assert results == ["merged", "tag", "ignored: git push deletes refs/heads/old-feature"]
 
+    def test_post_receive_peels_annotated_tags(self) -> None:
+        tag_object, commit = "7" * 40, "6dcb09b5b57875f334f61aebed695e2e4193db5e"
+        stdin = f"{'0' * 40} {tag_object} refs/tags/v2\n{'1' * 40} {commit} refs/heads/main\n"
+        peeled = {tag_object: commit, commit: commit}
+        payloads = git.post_receive_payloads(stdin, "citoid", peel=peeled.get)
+        assert payloads[0]["after"] == tag_object and payloads[0]["commit"] == commit
+        assert "commit" not in payloads[1]
+        events = [one(git.parse({}, git.request_for(p, SECRET)[0])) for p in payloads]
+        assert [e.sha for e in events] == [commit, commit]
+
     def test_post_receive_rejects_garbage_naming_the_line(self) -> None:
         with pytest.raises(ValueError, match="line 2"):
             git.post_receive_payloads("\n".join(["a" * 40 + " " + "b" * 40 + " refs/heads/x", "junk"]), "p")
