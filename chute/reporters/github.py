@@ -38,6 +38,7 @@ class GitHubReporter:
         *,
         api_url: str = "https://api.github.com",
         context_prefix: str = "chute",
+        api_version: str = API_VERSION,
         timeout: float = 10.0,
         retries: int = 2,
         backoff: float = 0.5,
@@ -50,7 +51,7 @@ class GitHubReporter:
             headers={
                 "Authorization": f"Bearer {token}",
                 "Accept": "application/vnd.github+json",
-                "X-GitHub-Api-Version": API_VERSION,
+                "X-GitHub-Api-Version": api_version,
             },
             secrets=[token],
             timeout=timeout,

@@ -428,7 +428,7 @@ class FakeGitLab(FakeAPI):
 # ======================================================================================
 
 GITHUB_STATES = {"error", "failure", "pending", "success"}
-GITHUB_API_VERSIONS = {"2022-11-28"}
+GITHUB_API_VERSIONS = {"2022-11-28", "2026-03-10"}
 
 
 @dataclass
