@@ -138,3 +138,7 @@ class Reporter(Protocol):
     kind: str
 
     def report(self, report: RunReport) -> list[Posted]: ...
+
+    def close(self) -> None:
+        """Close the reporter's HTTP connections."""
+        ...
