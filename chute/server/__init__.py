@@ -1,0 +1,1 @@
+"""chute's HTTP side: the ASGI app, its API, the UI and the code-review webhooks."""
