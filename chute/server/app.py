@@ -41,38 +41,45 @@ class State:
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
         self.claim_wakeup = threading.Condition()
-        # Called with each run id once its result is committed: reporters, auto-deploys.
-        self.after_run_hooks: list[Callable[[State, int], None]] = []
-        self._finished: queue.Queue[int] = queue.Queue()
+        # Called with a run id after a commit: "queued" (reporters post pending statuses) and
+        # "finished" (reporters post results, auto-deploys start). Hooks run off the request path.
+        self.hooks: dict[str, list[Callable[[State, int], None]]] = {"queued": [], "finished": []}
+        self._pending: queue.Queue[tuple[str, int]] = queue.Queue()
         self._post_worker: threading.Thread | None = None
 
     def wake_agents(self) -> None:
         with self.claim_wakeup:
             self.claim_wakeup.notify_all()
 
-    def after_run(self, run_id: int) -> None:
-        if self._post_worker is None:  # no background threads (tests): run the hooks now
-            self._run_hooks(run_id)
-        else:
-            self._finished.put(run_id)
+    def run_queued(self, run_id: int) -> None:
+        self._notify("queued", run_id)
 
-    def _run_hooks(self, run_id: int) -> None:
-        for hook in self.after_run_hooks:
+    def after_run(self, run_id: int) -> None:
+        self._notify("finished", run_id)
+
+    def _notify(self, what: str, run_id: int) -> None:
+        if self._post_worker is None:  # no background threads (tests): run the hooks now
+            self._run_hooks(what, run_id)
+        else:
+            self._pending.put((what, run_id))
+
+    def _run_hooks(self, what: str, run_id: int) -> None:
+        for hook in self.hooks[what]:
             try:
                 hook(self, run_id)
             except Exception:
-                log.exception("after-run hook %s failed for run %s", getattr(hook, "__name__", hook), run_id)
+                log.exception("%s hook %s failed for run %s", what, getattr(hook, "__name__", hook), run_id)
 
     def start_post_worker(self) -> threading.Thread:
         def work() -> None:
             while not self.stop.is_set():
                 try:
-                    run_id = self._finished.get(timeout=0.5)
+                    what, run_id = self._pending.get(timeout=0.5)
                 except queue.Empty:
                     continue
-                self._run_hooks(run_id)
+                self._run_hooks(what, run_id)
 
-        self._post_worker = threading.Thread(target=work, name="chute-after-run", daemon=True)
+        self._post_worker = threading.Thread(target=work, name="chute-hooks", daemon=True)
         self._post_worker.start()
         return self._post_worker
 
@@ -139,8 +146,13 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
 
     from .api import agents, projects, runs
     from .blubberoid import make_router as blubberoid_router
+    from .reporting import report_run
+    from .webhook_routes import router as webhook_router
 
+    state.hooks["queued"].append(report_run)
+    state.hooks["finished"].append(report_run)
     app.include_router(blubberoid_router())
+    app.include_router(webhook_router)
     app.include_router(projects.router)
     app.include_router(runs.router)
     app.include_router(agents.router)

@@ -224,6 +224,14 @@ def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, a
                            f"pipelines defined: {', '.join(p.name for p in pipes) or 'none'}")
     trusted = inc.kind in ("merged", "push", "tag") or (inc.kind == "manual" and
                                                          inc.branch == project.default_branch)
+    if trigger in ("webhook", "poll"):
+        # A merge arrives twice on most systems (merge event + branch push, or a webhook and
+        # the poller): run each pipeline once per commit and trust level.
+        seen = set(s.scalars(
+            select(Run.pipeline).join(Change).where(
+                Run.project_id == project.id, Change.commit == inc.commit, Run.trusted.is_(trusted),
+                Run.trigger.in_(("webhook", "poll")))))
+        chosen = [p for p in chosen if p.name not in seen]
     return [queue_run(s, settings, project, change, p.name, trigger=trigger, actor=actor, trusted=trusted,
                       params=inc.params) for p in chosen]
 

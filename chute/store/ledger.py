@@ -25,7 +25,7 @@ KINDS = frozenset({
     "deploy.queued", "deploy.started", "deploy.finished", "deploy.held", "deploy.freeze-override",
     "health.verdict", "rollback.started", "rollback.finished",
     "token.created", "token.revoked", "user.login", "secret.set", "secret.deleted", "role.granted",
-    "agent.registered",
+    "agent.registered", "report.sent",
 })
 
 
