@@ -64,13 +64,14 @@ class PipelineInfo:
 
 def read_pipelines(m: Mirror, commit: str) -> tuple[list[PipelineInfo], str | None]:
     """The pipelines of ``.pipeline/config.yaml`` at ``commit``, or an error text."""
+    raw = m.read_file(commit, CONFIG_PATH)
+    if raw is None:
+        return [], f"{CONFIG_PATH} does not exist at {commit[:12]}"
+    # Imported only when there is a config to parse: a repository without one needs no parser.
     from chute.pipeline import parse_pipeline_config
 
     from chute.config import ConfigError
 
-    raw = m.read_file(commit, CONFIG_PATH)
-    if raw is None:
-        return [], f"{CONFIG_PATH} does not exist at {commit[:12]}"
     try:
         cfg = parse_pipeline_config(raw, CONFIG_PATH)
     except ConfigError as err:

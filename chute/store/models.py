@@ -125,8 +125,10 @@ class Run(Base):
 
     project: Mapped[Project] = relationship()
     change: Mapped[Change] = relationship()
+    # StageResult has two keys to runs (run_id, reused_from): the stages are those of run_id.
     stages: Mapped[list[StageResult]] = relationship(
-        back_populates="run", order_by="StageResult.id", cascade="all, delete-orphan"
+        back_populates="run", order_by="StageResult.id", cascade="all, delete-orphan",
+        foreign_keys="StageResult.run_id",
     )
     images: Mapped[list[Image]] = relationship(order_by="Image.id", cascade="all, delete-orphan")
 
@@ -146,7 +148,7 @@ class StageResult(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     reused_from: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
 
-    run: Mapped[Run] = relationship(back_populates="stages")
+    run: Mapped[Run] = relationship(back_populates="stages", foreign_keys=[run_id])
 
 
 class Image(Base):
