@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session, selectinload
 from chute.store import Change, Image, LogChunk, Project, Run, StageResult, utcnow
 
 from .. import services
-from .ansi import strip_ansi
 from .graph import Layout, layout, read_graph
 from .render import dom_id, duration_between
 
@@ -202,8 +201,8 @@ def live_version(run: Run, rows: list[StageRow], reruns: list[Run]) -> str:
 def log_tail(s: Session, run_id: int, stage: str, lines: int = TAIL_LINES) -> str:
     chunks = list(s.scalars(select(LogChunk.text).where(LogChunk.run_id == run_id, LogChunk.stage == stage)
                             .order_by(LogChunk.seq.desc()).limit(4)))
-    text = strip_ansi("".join(reversed(chunks)))
-    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+    text = "".join(reversed(chunks)).replace("\r\n", "\n")
+    return "\n".join(text.rstrip("\n").split("\n")[-lines:])  # raw: colours are rendered like the log
 
 
 def log_stage_names(s: Session, run_id: int) -> list[str]:

@@ -1,5 +1,6 @@
-// chute UI: copy buttons. Progressive enhancement only: without JavaScript the
-// buttons stay hidden and the references are plain text to select and copy.
+// chute UI: copy buttons, and following a live run's logs. Progressive enhancement only:
+// without JavaScript the copy buttons stay hidden (the references are plain text to select
+// and copy) and run pages are complete as served.
 (function () {
   "use strict";
 
@@ -45,6 +46,28 @@
   document.addEventListener("click", function (ev) {
     var b = ev.target.closest ? ev.target.closest("button.copy") : null;
     if (b) { ev.preventDefault(); copy(b); }
+  });
+  // Live run pages: open a stage's log when the stage starts or fails (once, so a section the
+  // reader closed stays closed), and keep a log that was scrolled to its end at its end.
+  var following = [];
+  document.addEventListener("htmx:sseBeforeMessage", function () {
+    following = Array.prototype.filter.call(document.querySelectorAll("pre.log"), function (p) {
+      return p.scrollHeight - p.scrollTop - p.clientHeight < 24;
+    }).map(function (p) { return p.id; });
+  });
+  document.addEventListener("htmx:sseMessage", function () {
+    document.querySelectorAll("details.log-section[data-status]").forEach(function (d) {
+      var badge = d.querySelector("summary .badge");
+      var m = badge ? badge.className.match(/\bst-([a-z]+)/) : null;
+      var now = m ? m[1] : "";
+      if (now === d.getAttribute("data-status")) { return; }
+      d.setAttribute("data-status", now);
+      if (now === "running" || now === "failure" || now === "error") { d.open = true; }
+    });
+    following.forEach(function (id) {
+      var p = document.getElementById(id);
+      if (p) { p.scrollTop = p.scrollHeight; }
+    });
   });
   document.addEventListener("DOMContentLoaded", function () { reveal(document); });
   // Content swapped in by htmx (boosted navigation, live run updates).
