@@ -121,6 +121,7 @@ def test_open_run_copy_tag_rerun_and_watch_it_live(live_server: Any, browser: An
         assert job is not None and job["run_id"] == 2
         jid = job["job_id"]
         expect(page.locator("#run-head .badge").first).to_contain_text("running")
+        expect(page.locator("#run-meta")).to_contain_text("Started")
         agent.graph(jid, {"stages": ["test", "production"], "edges": [["test", "production"]]})
         expect(page.locator("#run-graph svg a.node")).to_have_count(2)
         agent.stage(jid, "test", "running")

@@ -51,7 +51,7 @@ def sse(event: str, html: str) -> bytes:
 def _fragments(ui: Any, sess: UISession, view: views.RunView, *, logs: bool) -> list[str]:
     r = ui.renderer
     ctx = {"view": view, "run": view.run, "sess": sess, "oob": True}
-    out = [r.fragment("_run_head.html", **ctx), r.fragment("_graph.html", **ctx), r.fragment("_stages.html", **ctx)]
+    out = [r.fragment(name, **ctx) for name in ("_run_head.html", "_run_meta.html", "_graph.html", "_stages.html")]
     if logs:
         out.append(r.fragment("_logs.html", **ctx))
     else:
