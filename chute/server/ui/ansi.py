@@ -18,6 +18,10 @@ from markupsafe import Markup, escape
 _ESCAPE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]?|\x9b[0-?]*[ -/]*[@-~]")
 _SGR = re.compile(r"\x1b\[([0-9;:]*)m")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
+# Removed before parsing: every control but ESC and BEL, which end escape sequences.
+_CONTROL_EXCEPT_ESC_BEL = re.compile(r"[\x00-\x06\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
+_Look = tuple[str | None, str | None, frozenset[str], str]  # fg, bg, styles, and params or classes
+_TRANSITIONS: dict[_Look, _Look] = {}
 
 _COLOURS = ("black", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
 _STYLES = {1: "bold", 2: "dim", 3: "italic", 4: "underline"}
@@ -29,22 +33,38 @@ class _State:
         self.fg: str | None = None
         self.bg: str | None = None
         self.styles: set[str] = set()
+        self.classes = ""  # the span's class attribute for the current state ("" = no span)
 
-    def classes(self) -> str:
+    def _update(self) -> None:
         out = sorted(f"ansi-{s}" for s in self.styles)
         if self.fg:
             out.append(f"ansi-fg-{self.fg}")
         if self.bg:
             out.append(f"ansi-bg-{self.bg}")
-        return " ".join(out)
+        self.classes = " ".join(out)
 
     def apply(self, params: str) -> None:
-        codes = [int(p) if p.isdigit() else 0 for p in re.split("[;:]", params)] if params else [0]
+        # Logs repeat the same few colour changes thousands of times: remember the outcomes.
+        key = (self.fg, self.bg, frozenset(self.styles), params)
+        hit = _TRANSITIONS.get(key)
+        if hit is None:
+            self._apply(params)
+            self._update()
+            if len(_TRANSITIONS) > 4096:
+                _TRANSITIONS.clear()
+            _TRANSITIONS[key] = (self.fg, self.bg, frozenset(self.styles), self.classes)
+        else:
+            self.fg, self.bg, styles, self.classes = hit
+            self.styles = set(styles)
+
+    def _apply(self, params: str) -> None:
+        codes = [int(p) if p.isdigit() else 0 for p in params.replace(":", ";").split(";")] if params else [0]
         i = 0
         while i < len(codes):
             c = codes[i]
             if c == 0:
-                self.__init__()  # type: ignore[misc]
+                self.fg = self.bg = None
+                self.styles = set()
             elif c in _STYLES:
                 self.styles.add(_STYLES[c])
             elif c in _STYLE_OFF:
@@ -86,7 +106,7 @@ def _overstrike(text: str) -> str:
 
 def ansi_to_html(text: str) -> Markup:
     """Escape ``text`` for HTML, rendering SGR colours as spans and dropping every other control."""
-    text = _overstrike(text)
+    text = _CONTROL_EXCEPT_ESC_BEL.sub("", _overstrike(text))
     state = _State()
     out: list[str] = []
     pos = 0
@@ -101,12 +121,11 @@ def ansi_to_html(text: str) -> Markup:
 
 
 def _emit(out: list[str], state: _State, chunk: str) -> None:
-    chunk = _CONTROL.sub("", chunk)
+    chunk = chunk.replace("\x07", "")  # a BEL outside a sequence
     if not chunk:
         return
-    classes = state.classes()
-    if classes:
-        out.append(f'<span class="{classes}">{escape(chunk)}</span>')
+    if state.classes:
+        out.append(f'<span class="{state.classes}">{escape(chunk)}</span>')
     else:
         out.append(str(escape(chunk)))
 
