@@ -252,6 +252,12 @@ def test_unknown_pages_are_html_404s(env: Env) -> None:
     assert r.status_code == 404 and "There is no run 999." in r.text
     assert r.headers["content-type"].startswith("text/html")
     assert env.client.get("/projects/nope").status_code == 404
+    page = env.client.get("/no/such/page", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and "There is no page at /no/such/page." in page.text
+    api = env.client.get("/api/v1/nothing", headers={"Accept": "text/html"})  # the API keeps answering JSON
+    assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
+    assert env.client.get("/api/v1/projects/nope").json()["detail"] == "no project named 'nope'"
+    assert env.client.post("/api/v1/projects", json={"repo": "/x"}).status_code == 401
 
 
 def test_run_page_puts_image_tag_and_rerun_first(env: Env) -> None:

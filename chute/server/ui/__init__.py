@@ -9,8 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .routes import UI, UIError, error_page, router
 from .sessions import LOGIN_METHODS, LoginMethod, SessionManager, session_key
@@ -27,9 +30,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(UIError)
     async def _ui_error(request: Request, exc: UIError) -> Response:
-        from starlette.concurrency import run_in_threadpool
-
         return await run_in_threadpool(error_page, request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """A browser asking for a page that does not exist gets a page; programs keep JSON."""
+        path = request.url.path
+        wants_html = "text/html" in request.headers.get("accept", "")
+        if exc.status_code == 404 and wants_html and not path.startswith(("/api/", "/webhooks/", "/static/")):
+            err = UIError(404, "Page not found", f"There is no page at {path}.", "", [("/", "Dashboard")])
+            return await run_in_threadpool(error_page, request, err)
+        return await http_exception_handler(request, exc)
 
 
 __all__ = ["LOGIN_METHODS", "STATIC", "LoginMethod", "install"]
