@@ -235,6 +235,20 @@ def test_failed_run_says_why_and_reruns_only_the_failed_stages(live_server: Any,
         expect(page.locator("#run-head .badge").first).to_contain_text("cancelled")
         expect(page.get_by_role("region", name="Why it was cancelled")).to_contain_text("cancelled by admin")
         shot(page, "12-run-cancelled")
+
+        # The project page's filters (a GET form) and the change page with every run of the commit.
+        page.locator("#run-meta").get_by_role("link", name="greeter").click()
+        expect(page.locator("table.runs tbody tr")).to_have_count(3)
+        page.get_by_label("Status").select_option("failure")
+        page.get_by_role("button", name="Filter").click()
+        expect(page).to_have_url(f"{live_server.url}/projects/greeter?pipeline=&branch=&status=failure")
+        expect(page.locator("table.runs tbody tr")).to_have_count(1)
+        expect(page.locator("table.runs tbody")).to_contain_text("#1")
+        shot(page, "13-project-runs-filtered")
+        page.locator("table.runs").get_by_role("link", name="main @").click()
+        expect(page.locator("main h1")).to_contain_text("Commit")
+        expect(page.locator("table.runs tbody tr")).to_have_count(3)
+        shot(page, "14-change-page")
         ctx.close()
     finally:
         agent.close()

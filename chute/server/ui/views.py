@@ -168,7 +168,9 @@ def run_view(s: Session, run: Run, *, with_logs: bool = True) -> RunView:
     for name in names:
         st: StageResult | None = results.get(name)
         status = st.status if st is not None else "pending"
-        dur = duration_between(st.started_at, st.finished_at, now) if st is not None else ""
+        # A reused or skipped stage did not run here: no duration to show.
+        ran = st is not None and status not in ("reused", "skipped")
+        dur = duration_between(st.started_at, st.finished_at, now) if ran else ""
         rows.append(StageRow(name, status, dur, st.error if st is not None else "",
                              st.reused_from if st is not None else None, dom_id("stage", name),
                              dom_id("log", name)))
