@@ -457,16 +457,24 @@ def test_actions_need_login_and_csrf(env: Env) -> None:
 
     anon = env.client.post("/runs/1/rerun", data={"csrf": "x"})
     assert anon.status_code == 403 and "Log in first" in anon.text
+    seed_run(env)  # queued: something to cancel
+    assert env.client.post("/runs/2/cancel", data={"csrf": "x"}).status_code == 403
     env.login()
+    assert env.client.post("/runs/2/cancel", data={}).status_code == 403
+    assert env.client.post("/logout", data={}).status_code == 403
+    assert "Logged in as" in env.client.get("/").text
     assert env.client.post("/runs/1/rerun", data={}).status_code == 403
     assert env.client.post("/runs/1/rerun", data={"csrf": "0" * 64}).status_code == 403
     assert env.client.post("/add-repository", data={"repo": str(env.repo)}).status_code == 403
-    assert runs() == 1
+    assert runs() == 2
     # A CSRF token from another session (another browser) does not work either.
     other = TestClient(env.app)
     other_csrf = csrf_of(other.get("/login").text)
     assert env.client.post("/runs/1/rerun", data={"csrf": other_csrf}).status_code == 403
-    assert runs() == 1
+    assert runs() == 2
+    with env.state.db.session() as s:
+        assert s.get(Run, 2).status == "queued"  # not cancelled
+        assert s.scalars(select(Project)).one().name == "greeter"
 
 
 def test_rerun_form_creates_a_run_and_redirects_to_it(env: Env) -> None:

@@ -21,7 +21,7 @@ import hmac
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -127,7 +127,6 @@ class UISession:
     proof_ref: str = ""
     new: bool = False  # no valid cookie came with the request
     needs_cookie: bool = False  # a form was rendered for a session the browser does not hold yet
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def logged_in(self) -> bool:
