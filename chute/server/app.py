@@ -156,6 +156,10 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     app.include_router(projects.router)
     app.include_router(runs.router)
     app.include_router(agents.router)
+
+    from .ui import install as install_ui
+
+    install_ui(app)
     return app
 
 

@@ -67,6 +67,7 @@ def read_pipelines(m: Mirror, commit: str) -> tuple[list[PipelineInfo], str | No
     raw = m.read_file(commit, CONFIG_PATH)
     if raw is None:
         return [], f"{CONFIG_PATH} does not exist at {commit[:12]}"
+    # Imported only when there is a config to parse: a repository without one needs no parser.
     from chute.config import ConfigError
     from chute.pipeline import parse_pipeline_config
 

@@ -125,6 +125,7 @@ class Run(Base):
 
     project: Mapped[Project] = relationship()
     change: Mapped[Change] = relationship()
+    # StageResult has two keys to runs (run_id, reused_from): the stages are those of run_id.
     stages: Mapped[list[StageResult]] = relationship(
         back_populates="run", order_by="StageResult.id", cascade="all, delete-orphan",
         foreign_keys="StageResult.run_id",

@@ -1,0 +1,348 @@
+"""The web UI's pages and form actions.
+
+Pages are server-rendered and complete without JavaScript; htmx (``hx-boost``)
+only turns links and forms into in-place swaps, and the run page's live parts
+come over server-sent events (see live.py). Every action is a POST form that
+answers with a 303 redirect, needs a logged-in session and the session's CSRF
+token, and calls the same service function as the REST API.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from sqlalchemy import select
+
+from chute import __version__
+from chute.store import LogChunk, Project, Run, ledger
+
+from .. import services
+from ..api.projects import webhook_instructions
+from . import views
+from .ansi import strip_ansi
+from .render import HEADERS, RUN_STATUSES, Renderer
+from .sessions import LOGIN_METHODS, SessionManager, UISession
+
+router = APIRouter(include_in_schema=False)
+
+REVIEW_KINDS = (("git", "plain git (the server polls the repository)"), ("gerrit", "Gerrit"),
+                ("gitlab", "GitLab"), ("github", "GitHub"))
+
+
+class UIError(Exception):
+    """Answered with an HTML error page (see ``install``)."""
+
+    def __init__(self, status: int, title: str, message: str, hint: str = "",
+                 links: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.title, self.message, self.hint = status, title, message, hint
+        self.links = links or []
+
+
+class UI:
+    """What the UI routes share, hung on ``app.state.chute_ui``."""
+
+    def __init__(self, sessions: SessionManager) -> None:
+        self.renderer = Renderer()
+        self.sessions = sessions
+
+
+def _ui(request: Request) -> UI:
+    return request.app.state.chute_ui
+
+
+def _state(request: Request) -> Any:
+    return request.app.state.chute
+
+
+def session_of(request: Request) -> UISession:
+    return _ui(request).sessions.load(request, _state(request).db.session)
+
+
+def here(request: Request) -> str:
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
+def safe_next(target: str | None) -> str:
+    """Only local paths: ``next`` must never send a user to another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target or "\n" in target:
+        return "/"
+    return target
+
+
+def login_url(next_path: str) -> str:
+    return f"/login?next={quote(next_path, safe='/')}"
+
+
+def page(request: Request, sess: UISession, template: str, status: int = 200, **ctx: Any) -> Response:
+    ui = _ui(request)
+    resp = ui.renderer.page(template, status, sess=sess, path=here(request), version=__version__, **ctx)
+    if sess.needs_cookie:  # a form was rendered: the browser must hold the session its CSRF token binds to
+        ui.sessions.set_cookie(resp, sess)
+    return resp
+
+
+def error_page(request: Request, err: UIError) -> Response:
+    sess = session_of(request)
+    return page(request, sess, "error.html", err.status, err=err)
+
+
+def redirect(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303, headers=HEADERS)
+
+
+def require_login(request: Request, csrf: str) -> UISession:
+    """The session of a POST action: logged in, and the form came from one of our pages."""
+    sess = session_of(request)
+    back = safe_next(request.headers.get("referer", "").split(request.url.netloc, 1)[-1] or "/")
+    if not sess.logged_in:
+        raise UIError(403, "Log in first", "Changing anything (rerun, cancel, add a repository) needs you to log in.",
+                      "Log in with an API token; the admin token is in $CHUTE_HOME/admin-token on the server.",
+                      [(login_url(back), "Log in")])
+    if not sess.check_csrf(csrf):
+        raise UIError(403, "The form has expired",
+                      "This form was not sent from a current chute page (its CSRF token does not match your "
+                      "session), so nothing was changed.",
+                      "Go back, reload the page and try again.", [(back, "Back")])
+    return sess
+
+
+@contextmanager
+def service_errors(back: str) -> Iterator[None]:
+    try:
+        yield
+    except services.ServiceError as err:
+        raise UIError(err.status, "That did not work", err.message, err.hint or "", [(back, "Back")]) from None
+
+
+def _project(s: Any, name: str) -> Project:
+    p = s.scalars(select(Project).where(Project.name == name)).first()
+    if p is None:
+        raise UIError(404, "No such project", f"There is no project named {name!r}.",
+                      "The dashboard lists every project.", [("/", "Dashboard")])
+    return p
+
+
+def _run(s: Any, run_id: int) -> Run:
+    run = views.load_run(s, run_id)
+    if run is None:
+        raise UIError(404, "No such run", f"There is no run {run_id}.", "", [("/", "Dashboard")])
+    return run
+
+
+# ------------------------------------------------------------------ pages
+@router.get("/")
+def dashboard(request: Request) -> Response:
+    sess = session_of(request)
+    with _state(request).db.session() as s:
+        return page(request, sess, "dashboard.html", **views.dashboard(s))
+
+
+@router.get("/projects/{name}")
+def project_page(request: Request, name: str, pipeline: str = "", branch: str = "", status: str = "",
+                 before: int | None = Query(None, ge=1)) -> Response:
+    sess = session_of(request)
+    f = views.RunFilter(pipeline, branch, status if status in RUN_STATUSES else "", before)
+    state = _state(request)
+    with state.db.session() as s:
+        p = _project(s, name)
+        runs, more = views.project_runs(s, p, f)
+        return page(request, sess, "project.html", project=p, runs=runs, more=more, f=f,
+                    choices=views.filter_choices(s, p), config_path=services.CONFIG_PATH)
+
+
+@router.get("/projects/{name}/setup")
+def project_setup(request: Request, name: str, new: int = 0) -> Response:
+    """Webhook URL and secret: only for logged-in users (the secret lets anyone trigger runs)."""
+    sess = session_of(request)
+    if not sess.logged_in:
+        return redirect(login_url(here(request)))
+    state = _state(request)
+    with state.db.session() as s:
+        p = _project(s, name)
+        url = views.webhook_url(state.settings.base_url, p)
+        return page(request, sess, "setup.html", project=p, webhook_url=url, new=bool(new),
+                    instructions=webhook_instructions(p.review_kind, url), config_path=services.CONFIG_PATH)
+
+
+@router.get("/projects/{name}/changes/{key}")
+def change_page(request: Request, name: str, key: str) -> Response:
+    sess = session_of(request)
+    with _state(request).db.session() as s:
+        p = _project(s, name)
+        changes, runs = views.change_runs(s, p, key)
+        if not changes:
+            raise UIError(404, "No such change", f"Project {name} has no change or commit {key!r}.", "",
+                          [(f"/projects/{quote(name, safe='')}", name)])
+        return page(request, sess, "change.html", project=p, key=key, changes=changes, runs=runs)
+
+
+@router.get("/runs/{run_id}")
+def run_page(request: Request, run_id: int) -> Response:
+    sess = session_of(request)
+    with _state(request).db.session() as s:
+        run = _run(s, run_id)
+        view = views.run_view(s, run)
+        return page(request, sess, "run.html", view=view, run=run)
+
+
+@router.get("/runs/{run_id}/live")
+async def run_live(request: Request, run_id: int, after: int = -1, v: str = "") -> StreamingResponse:
+    """Server-sent events for the run page: HTML fragments swapped in by htmx (see live.py)."""
+    from .live import run_stream
+
+    return await run_stream(request, run_id, after, v)
+
+
+@router.get("/runs/{run_id}/log.txt")
+def run_log_text(request: Request, run_id: int, stage: str | None = None) -> Response:
+    """The full log as plain text (colours stripped): for long logs and for copying."""
+    with _state(request).db.session() as s:
+        _run(s, run_id)
+        q = select(LogChunk.stage, LogChunk.text).where(LogChunk.run_id == run_id)
+        if stage is not None:
+            q = q.where(LogChunk.stage == stage)
+        parts: list[str] = []
+        current: str | None = None
+        for st, text in s.execute(q.order_by(LogChunk.seq)):
+            if stage is None and st != current:
+                parts.append(f"\n===== {st or 'set-up'} =====\n")
+                current = st
+            parts.append(text)
+    return PlainTextResponse(strip_ansi("".join(parts)).lstrip("\n"),
+                             headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
+
+
+# ------------------------------------------------------------------ actions
+@router.post("/runs/{run_id}/rerun")
+def rerun(request: Request, run_id: int, csrf: str = Form(""), failed_only: str = Form("")) -> Response:
+    sess = require_login(request, csrf)
+    state = _state(request)
+    with service_errors(f"/runs/{run_id}"), state.db.session() as s:
+        run = _run(s, run_id)
+        new = services.rerun(s, state.settings, run, actor=sess.user, failed_only=failed_only in ("1", "true", "on"))
+        s.flush()
+        new_id = new.id
+    state.wake_agents()
+    state.broadcaster.publish(run_id)  # the old run's page lists its reruns
+    return redirect(f"/runs/{new_id}")
+
+
+@router.post("/runs/{run_id}/cancel")
+def cancel(request: Request, run_id: int, csrf: str = Form("")) -> Response:
+    sess = require_login(request, csrf)
+    state = _state(request)
+    with state.db.session() as s:
+        run = _run(s, run_id)
+        if not state.queue.request_cancel(s, run, sess.user):
+            raise UIError(409, "Already finished", f"Run {run_id} already finished ({run.status}); "
+                          "there is nothing to cancel.", "", [(f"/runs/{run_id}", f"Run {run_id}")])
+    state.broadcaster.publish(run_id)
+    return redirect(f"/runs/{run_id}")
+
+
+NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+@router.get("/add-repository")
+def add_repository_form(request: Request) -> Response:
+    sess = session_of(request)
+    return page(request, sess, "add_repository.html", kinds=REVIEW_KINDS, error=None,
+                values={"repo": "", "name": "", "review_kind": "git", "review_project": ""})
+
+
+@router.post("/add-repository")
+def add_repository(request: Request, csrf: str = Form(""), repo: str = Form(""), name: str = Form(""),
+                   review_kind: str = Form("git"), review_project: str = Form("")) -> Response:
+    sess = require_login(request, csrf)
+    state = _state(request)
+    values = {"repo": repo.strip(), "name": name.strip(), "review_kind": review_kind,
+              "review_project": review_project.strip()}
+
+    def again(status: int, message: str, hint: str = "") -> Response:
+        return page(request, sess, "add_repository.html", status, kinds=REVIEW_KINDS,
+                    error={"message": message, "hint": hint}, values=values)
+
+    if not values["repo"]:
+        return again(400, "The repository is missing.",
+                     "Give a git URL or a path on the server, e.g. /srv/git/app.git.")
+    if review_kind not in dict(REVIEW_KINDS):
+        return again(400, f"Unknown review kind {review_kind!r}.", "Choose one of the listed kinds.")
+    if values["name"] and not NAME_OK.match(values["name"]):
+        return again(400, f"The name {values['name']!r} cannot be used.",
+                     "Use letters, digits, '.', '_' and '-' (it becomes part of page addresses).")
+    try:
+        with state.db.session() as s:
+            p, _info = services.add_project(s, state.settings, values["repo"], values["name"] or None,
+                                            actor=sess.user, review_kind=review_kind,
+                                            review_project=values["review_project"] or None)
+            s.flush()
+            created = p.name
+    except services.ServiceError as err:
+        return again(err.status, err.message, err.hint or "")
+    return redirect(f"/projects/{quote(created, safe='')}/setup?new=1")
+
+
+# ------------------------------------------------------------------ login
+@router.get("/login")
+def login_form(request: Request, next: str = "/") -> Response:
+    sess = session_of(request)
+    return page(request, sess, "login.html", methods=list(LOGIN_METHODS.values()), next=safe_next(next),
+                error=None, method="token")
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    return await _threadpool(_login, request, fields)
+
+
+def _login(request: Request, fields: dict[str, str]) -> Response:
+    ui, state = _ui(request), _state(request)
+    sess = session_of(request)
+    next_path = safe_next(fields.get("next"))
+    method = LOGIN_METHODS.get(fields.get("method", "token"))
+
+    def again(status: int, message: str) -> Response:
+        return page(request, sess, "login.html", status, methods=list(LOGIN_METHODS.values()), next=next_path,
+                    error=message, method=fields.get("method", "token"))
+
+    if not sess.check_csrf(fields.get("csrf")):
+        return again(403, "The login form expired (its CSRF token does not match this browser's session). "
+                          "Try again: this page has a fresh form.")
+    if method is None:
+        return again(400, "Unknown login method.")
+    with state.db.session() as s:
+        proof = method.authenticate(s, fields)
+        if proof is not None:
+            ledger.record(s, "user.login", actor=proof.identity.user, data={"method": method.key, "via": "ui"})
+    if proof is None:
+        return again(401, "That token is not valid (unknown, revoked or expired). "
+                          "Check that you pasted the whole token, starting with chute_.")
+    new = ui.sessions.login(method, proof)
+    resp = redirect(next_path)
+    ui.sessions.set_cookie(resp, new)
+    return resp
+
+
+@router.post("/logout")
+def logout(request: Request, csrf: str = Form("")) -> Response:
+    sess = session_of(request)
+    if sess.logged_in and not sess.check_csrf(csrf):
+        raise UIError(403, "The form has expired", "Reload the page and log out again.", "", [("/", "Dashboard")])
+    resp = redirect("/")
+    _ui(request).sessions.clear_cookie(resp)
+    return resp
+
+
+async def _threadpool(fn: Any, *args: Any) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(fn, *args)
