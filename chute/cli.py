@@ -94,7 +94,7 @@ def serve(
     settings = Settings(host=host, port=port, embedded_agent=not no_agent, base_url=base_url or "")
     typer.echo(f"chute server on {settings.base_url} (state in {settings.home}; "
                f"admin token in {settings.home / 'admin-token'})", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
 @app.command()

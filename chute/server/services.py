@@ -341,8 +341,15 @@ def complete_run(s: Session, run: Run, result: dict[str, Any], *, agent: str) ->
     status = result.get("status", "error")
     if run.status == "cancelled":
         status = "cancelled"
+    current = {st.name: st for st in run.stages}
     for st in result.get("stages", []):
-        update_stage(s, run, st["name"], st.get("status", "error"), error=st.get("error", "") or "",
+        have = current.get(st["name"])
+        status = st.get("status", "error")
+        if have is not None and have.status == status and have.finished_at is not None:
+            # Already reported live by the agent: keep its times, only fill what is missing.
+            have.exports = st.get("exports") or have.exports
+            continue
+        update_stage(s, run, st["name"], status, error=st.get("error", "") or "",
                      exports=st.get("exports") or {}, reused_from=st.get("reused_from"))
     for img in result.get("images", []):
         image = Image(run_id=run.id, stage=img.get("stage", ""), name=img["name"], tags=list(img.get("tags", [])),
