@@ -22,9 +22,9 @@ Model
     :class:`Stage`: ``name`` and the normalised, un-interpolated step configs ``build``,
     ``run``, ``copy``, ``publish``, ``promote``, ``deploy``, ``exports``, ``trigger``,
     ``notify`` (None when absent) plus ``blubberfile`` (the stage's own override).
-    ``steps()`` lists the present steps in the fixed order build, run, copy, publish, promote,
-    deploy, exports, trigger (``notify`` runs only when a step fails). ``exported_names()``
-    lists what the stage binds.
+    ``steps()`` lists the names of the present steps in the fixed order build, run, copy,
+    publish, promote, deploy, exports, trigger (``notify`` runs only when a step fails);
+    ``step(name)`` returns one config. ``exported_names()`` lists what the stage binds.
 
     :class:`Graph`: ``nodes``, ``edges``, ``predecessors(s)``, ``successors(s)``,
     ``ancestors(s)``, ``descendants(s)``, ``roots()``, ``leaves()``,

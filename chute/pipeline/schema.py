@@ -132,10 +132,11 @@ class Stage:
             raise KeyError(name)
         return getattr(self, name)
 
-    def steps(self) -> list[tuple[str, Any]]:
-        """The present steps as ``(name, config)`` in PipelineLib's fixed order
-        (build, run, copy, publish, promote, deploy, exports, trigger); notify is not a step."""
-        return [(s, getattr(self, s)) for s in STEP_ORDER if getattr(self, s) is not None]
+    def steps(self) -> list[str]:
+        """The names of the present steps in PipelineLib's fixed order (build, run, copy,
+        publish, promote, deploy, exports, trigger); ``step(name)`` gives each config. notify
+        is not a step: it runs only when a step fails."""
+        return [s for s in STEP_ORDER if getattr(self, s) is not None]
 
     def actions(self) -> list[str]:
         """The present steps plus ``notify`` (what the allowed-actions check looks at)."""
@@ -1139,9 +1140,8 @@ class _Checker:
     def _stage_texts(self, pipe: Pipeline, st: Stage
                      ) -> Iterator[tuple[str, Path, str, frozenset[str], bool, Path]]:
         """``(step, path, text, each_vars, is_key, step_path)`` for every interpolated string."""
-        for step, cfg in (*st.steps(), ("notify", st.notify)):
-            if cfg is None:
-                continue
+        for step in st.actions():
+            cfg = st.step(step)
             for sub, text, each_vars, is_key in step_strings(step, cfg):
                 yield step, (*st.path, step, *sub), text, each_vars, is_key, (*st.path, step)
         if st.build is not None:
