@@ -8,6 +8,7 @@ check (spec §2.7) that the trust model applies to untrusted changes.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import sys
@@ -79,9 +80,8 @@ class _BlubberFiles:
         self.config_dir = config_dir
         self.cache: dict[Any, Any] = {}
         self.problems: list[Problem] = []
-        from chute import blubber  # imported here: the pipeline package does not need it otherwise
-
-        self.blubber = blubber
+        # Imported here: nothing else in the pipeline package needs the Blubber compiler.
+        self.blubber = importlib.import_module("chute.blubber")
 
     def load(self, value: str | dict[str, Any], where: Path, pipeline: Pipeline) -> Any:
         """The loaded config, or None (dynamic, missing or invalid: reported once)."""
@@ -140,9 +140,10 @@ def lint_pipeline_config(
 
     ``repo_root`` is the checkout; Blubber paths are relative to ``config_dir`` (default
     ``<repo_root>/.pipeline``). With ``check_blubber=False`` only the pipeline file itself is
-    checked (its load-time warnings). Otherwise each Blubber file a building stage uses is
-    loaded with :mod:`chute.blubber` and each literal ``build.variant`` (``${.stage}`` counts as
-    literal) must be one of its variants.
+    checked (its load-time warnings). Otherwise the checkout is consulted too: each pipeline's
+    ``directory`` must exist, each Blubber file a building stage uses is loaded with
+    :mod:`chute.blubber`, and each literal ``build.variant`` (``${.stage}`` counts as literal)
+    must be one of its variants.
     """
     problems: list[Problem] = list(config.warnings)
     if check_blubber:
@@ -156,9 +157,20 @@ def lint_pipeline_config(
         else:
             problems.extend(_check_variants(config, files, config_dir))
             problems.extend(files.problems)
+        problems.extend(_check_directories(config, repo_root))
     unique = {(p.source, p.line, p.column, p.path, p.message): p for p in problems}
     return sorted(unique.values(), key=lambda p: (p.source != config.source, p.source or "",
                                                    p.line or 0, p.column or 0))
+
+
+def _check_directories(config: PipelineConfig, repo_root: str) -> list[Problem]:
+    problems = []
+    for p in config.pipelines.values():
+        if p.directory != "." and not os.path.isdir(os.path.join(repo_root, p.directory)):
+            problems.append(config.document.problem(
+                (*p.path, "directory"), f"directory `{p.directory}` does not exist in the repository",
+                "`directory` is relative to the repository root"))
+    return problems
 
 
 def _check_variants(config: PipelineConfig, files: _BlubberFiles, config_dir: str) -> list[Problem]:
