@@ -510,6 +510,8 @@ def expand_config(config: PipelineConfig, repo_root: str | None = None) -> dict[
                 value = getattr(st, step)
                 if value is not None:
                     s[step] = value
+            if len(s) == 1:  # a stage that does nothing; alone, `name` would build and run
+                s["run"] = False
             stages.append(s)
         entry["stages"] = stages
         entry["execution"] = [list(a) for a in p.execution]
