@@ -23,6 +23,7 @@ descendants in the execution graph.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -236,13 +237,14 @@ class Context:
       Ancestry comes from the pipeline's :class:`~chute.pipeline.graph.Graph`; ``setup`` is an
       ancestor of every stage. Stages in parallel branches cannot read each other.
 
-    ``Context`` is not thread-safe; a runner that runs stages concurrently should bind from one
-    thread (or hold a lock around :meth:`bind`).
+    Stages running in parallel threads may bind and read concurrently: writes and the
+    listings take a lock (each stage writes only its own namespace).
     """
 
     def __init__(self, graph: Graph, setup: Mapping[str, Any] | None = None) -> None:
         self.graph = graph
         self._values: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
         if setup is not None:
             for key, value in setup.items():
                 self.bind(SETUP, key, value)
@@ -251,14 +253,15 @@ class Context:
 
     def bind(self, stage: str, key: str, value: Any) -> None:
         """Bind ``${stage.key}``; raises :class:`PipelineRuntimeError` if already bound."""
-        ns = self._values.setdefault(stage, {})
-        if key in ns:
-            raise PipelineRuntimeError(
-                f"'{stage}' already has a value assigned to '{key}'",
-                stage=stage, field=key,
-                hint="values are written once per stage; export it under another name",
-            )
-        ns[key] = value
+        with self._lock:
+            ns = self._values.setdefault(stage, {})
+            if key in ns:
+                raise PipelineRuntimeError(
+                    f"'{stage}' already has a value assigned to '{key}'",
+                    stage=stage, field=key,
+                    hint="values are written once per stage; export it under another name",
+                )
+            ns[key] = value
 
     # -- reading
 
@@ -275,17 +278,24 @@ class Context:
 
     def values(self, stage: str) -> dict[str, Any]:
         """A copy of what ``stage`` has bound so far."""
-        return dict(self._values.get(stage, {}))
+        with self._lock:
+            return dict(self._values.get(stage, {}))
+
+    def _snapshot(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            return [(ns, dict(vals)) for ns, vals in self._values.items()]
 
     def all_values(self, key: str) -> dict[str, Any]:
         """``{stage: value}`` for every stage that bound ``key`` (teardown uses this)."""
-        return {ns: vals[key] for ns, vals in self._values.items() if key in vals}
+        return {ns: vals[key] for ns, vals in self._snapshot() if key in vals}
 
     def available(self, stage: str) -> list[str]:
         """Every variable name ``stage`` may read, in the form it would be written."""
-        names = [f".{k}" for k in self._values.get(stage, {})]
-        for ns, vals in self._values.items():
-            if ns != stage and self.is_ancestor(ns, stage):
+        names: list[str] = []
+        for ns, vals in self._snapshot():
+            if ns == stage:
+                names.extend(f".{k}" for k in vals)
+            elif self.is_ancestor(ns, stage):
                 names.extend(f"{ns}.{k}" for k in vals)
         return sorted(names)
 

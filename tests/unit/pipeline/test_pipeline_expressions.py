@@ -250,3 +250,29 @@ def test_merge_lists_maps_and_strings(ctx):
     assert ei.value.field == "build.excludes"
     with pytest.raises(TypeError):
         merge_values("a", None)
+
+
+def test_concurrent_stages_bind_and_read_safely():
+    import threading
+
+    graph = Graph.from_arcs([["root", f"s{i}"] for i in range(4)])
+    c = Context(graph, {"project": "p"})
+    errors: list[BaseException] = []
+
+    def work(stage: str) -> None:
+        try:
+            for k in range(300):
+                c.bind(stage, f"k{k}", k)
+                c.available(stage)
+        except BaseException as exc:  # pragma: no cover - the failure being tested for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(f"s{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(200):
+        c.all_values("k0")
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(c.all_values("k299")) == 4 and c.values("s3")["k42"] == 42

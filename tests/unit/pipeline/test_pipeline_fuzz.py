@@ -28,7 +28,7 @@ from chute.pipeline import (
     setup_bindings,
 )
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 KEYS = ["pipelines", "pipeline", "environments", "stages", "execution", "blubberfile", "directory", "fetch",
         "notify", "helmConfig", "name", "build", "run", "copy", "publish", "promote", "deploy", "exports",
