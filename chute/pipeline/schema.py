@@ -1138,12 +1138,13 @@ class _Checker:
     # -- pass 3: expressions and references
 
     def _stage_texts(self, pipe: Pipeline, st: Stage
-                     ) -> Iterator[tuple[str, Path, str, frozenset[str], bool, Path]]:
-        """``(step, path, text, each_vars, is_key, step_path)`` for every interpolated string."""
+                     ) -> Iterator[tuple[str, Path, str, frozenset[str], bool, bool]]:
+        """``(step, path, text, each_vars, is_key, in_blubberfile)`` for every interpolated
+        string; a Blubber config is interpolated when the stage builds."""
         for step in st.actions():
             cfg = st.step(step)
             for sub, text, each_vars, is_key in step_strings(step, cfg):
-                yield step, (*st.path, step, *sub), text, each_vars, is_key, (*st.path, step)
+                yield step, (*st.path, step, *sub), text, each_vars, is_key, False
         if st.build is not None:
             if st.blubberfile is not None:
                 bpath: Path = (*st.path, "blubberfile")
@@ -1151,7 +1152,7 @@ class _Checker:
             else:
                 bpath, bf = (*pipe.path, "blubberfile"), pipe.blubberfile
             for sub, text, each_vars, is_key in walk_strings(bf, ()):
-                yield "build", (*bpath, *sub), text, each_vars, is_key, bpath
+                yield "build", (*bpath, *sub), text, each_vars, is_key, True
 
     def lex_pipeline(self, pipe: Pipeline) -> None:
         seen: set[tuple[Path, bool]] = set()
@@ -1192,7 +1193,7 @@ class _Checker:
     def references(self, pipe: Pipeline) -> None:
         seen: set[tuple[Path, bool, str, int]] = set()
         for st in pipe.stages.values():
-            for step, path, text, each_vars, is_key, step_path in self._stage_texts(pipe, st):
+            for step, path, text, each_vars, is_key, in_blubberfile in self._stage_texts(pipe, st):
                 if VAR_START not in text:
                     continue
                 try:
@@ -1206,10 +1207,10 @@ class _Checker:
                     if key in seen:
                         continue
                     seen.add(key)
-                    self.reference(pipe, st, step, path, tok, each_vars, is_key, step_path)
+                    self.reference(pipe, st, step, path, tok, each_vars, is_key, in_blubberfile)
 
     def reference(self, pipe: Pipeline, st: Stage, step: str, path: Path, var: Variable,
-                  each_vars: frozenset[str], is_key: bool, step_path: Path) -> None:
+                  each_vars: frozenset[str], is_key: bool, in_blubberfile: bool) -> None:
         ns, key = var.namespace, var.key
         default_note = ""
         if tuple(path) not in self.doc.marks:
@@ -1223,6 +1224,8 @@ class _Checker:
         if ns is None:
             if key in bound or key in each_vars:
                 return
+            if in_blubberfile:
+                return  # e.g. ${HOME} in a builder command: the build's shell expands it
             field_name = path[len(st.path) + 1] if len(path) > len(st.path) + 1 else None
             if step == "run" and field_name in ("env", "arguments"):
                 return  # filled from the run's parameters when they have it (plan.resolve_step)

@@ -220,3 +220,18 @@ def test_inline_blubberfile_references_are_checked_per_building_stage():
         "`${base.imageLocalName}`: stage `base` does not run before `other` in the execution graph",
     ]
     assert {e.path for e in errs} == {"pipelines.p.blubberfile.variants.x.base"}
+
+
+def test_shell_variables_in_an_inline_blubberfile_are_left_to_the_build():
+    cfg = load_text("""
+        pipelines:
+          p:
+            stages:
+              - name: s
+                build: x
+                blubberfile:
+                  version: v4
+                  variants:
+                    x: {builder: {command: [sh, -c, 'echo ${HOME} ${setup.commit}']}}
+    """)
+    assert cfg.warnings == []
