@@ -351,7 +351,8 @@ class _Checker:
             if hint is None:
                 near = _suggest(str(key), allowed)
                 hint = (f"did you mean `{near}`? " if near else "") + f"{what} takes: {', '.join(allowed)}"
-            self.error((*path, key), f"unknown key `{key}` in {what}", hint, at_key=True, severity=severity)
+            message = f"unknown key `{key}` in {what}" + (" is ignored" if severity == "warning" else "")
+            self.error((*path, key), message, hint, at_key=True, severity=severity)
 
     # -- scalar checks
 
@@ -485,8 +486,8 @@ class _Checker:
             return None
         before = self.error_count()
         self.unknown_keys(raw, path, PIPELINE_KEYS, f"pipeline `{name}`", severity="warning",
-                          hints={"stage": "did you mean `stages`? this key is ignored",
-                                 "executions": "did you mean `execution`? this key is ignored"})
+                          hints={"stage": "did you mean `stages`?",
+                                 "executions": "did you mean `execution`?"})
         stages_raw = raw.get("stages")
         shorthand = isinstance(stages_raw, dict)
         items: list[tuple[Any, Path]] = []
@@ -910,9 +911,6 @@ class _Checker:
             if image == {}:
                 self.warn((*path, "image"), "`image: {}` is empty, so nothing is published",
                           "write `image: true` to publish with the defaults")
-            elif "image" not in raw and not set(raw) - {"image"}:
-                self.warn(path, "`publish` has no `image`, so nothing is published",
-                          "write `publish: {image: true}`")
             return None
         elif not isinstance(image, dict) or is_expression(image):
             self.error((*path, "image"), f"`publish.image` takes true or a mapping, got {_kind(image)}",

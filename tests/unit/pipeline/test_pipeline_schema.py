@@ -457,3 +457,10 @@ def test_problems_render_with_hint():
     assert str(e) == ("config.yaml:4:9: error: pipelines.p.stages[0]: a stage must be a mapping with a "
                       "`name`, got a string\n"
                       "    hint: write `- name: test` to build and run the variant `test`")
+
+
+def test_unknown_pipeline_keys_are_warnings():
+    cfg = load_text("pipelines:\n  p:\n    exectuion: [[a]]\n    stages: [{name: a}]\n")
+    (w,) = cfg.warnings
+    assert w.message == "unknown key `exectuion` in pipeline `p` is ignored"
+    assert w.hint.startswith("did you mean `execution`?") and (w.line, w.column) == (3, 5)
