@@ -319,6 +319,29 @@ def _escapes(path: str) -> bool:
     return False
 
 
+# Defaults filled into each item of a ``copy``/``promote`` list after a $each/$merge made it.
+ITEM_DEFAULTS: dict[str, dict[str, str]] = {
+    "copy": {"from": "${.container}"},
+    "promote": {"chart": "${setup.projectShortName}", "version": "${.imageTag}"},
+}
+
+
+def _item_templates(expr: Any) -> Iterator[Any]:
+    """What the items of a list expression look like before interpolation (None: unknown)."""
+    if isinstance(expr, dict) and "$each" in expr:
+        yield expr.get("$yield")
+    elif isinstance(expr, dict) and "$merge" in expr:
+        for side in (expr.get("$merge"), expr.get("$with")):
+            if isinstance(side, list):
+                yield from side
+            elif is_expression(side):
+                yield from _item_templates(side)
+            else:
+                yield None
+    else:
+        yield None
+
+
 class _Checker:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
@@ -1143,6 +1166,11 @@ class _Checker:
             cfg = st.step(step)
             for sub, text, each_vars, is_key in step_strings(step, cfg):
                 yield step, (*st.path, step, *sub), text, each_vars, is_key, False
+            if step in ITEM_DEFAULTS and is_expression(cfg):
+                # the items an expression makes get their defaults at run time; check those too
+                for key, default in ITEM_DEFAULTS[step].items():
+                    if any(not (isinstance(t, dict) and t.get(key)) for t in _item_templates(cfg)):
+                        yield step, (*st.path, step, "*", key), default, frozenset(), False, False
         if st.build is not None:
             if st.blubberfile is not None:
                 bpath: Path = (*st.path, "blubberfile")

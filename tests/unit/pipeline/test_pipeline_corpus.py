@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_helpers import errors_of, load_text, shared_dir
+from pipeline_helpers import errors_of, load_text, shared_dir, simulate_run
 
 from chute.config import EXIT_INVALID, EXIT_READ, ConfigError
 from chute.pipeline import expand_config, lint_pipeline_config, load_pipeline_config, make_plan
@@ -59,9 +59,11 @@ def test_valid_corpus_file_lints_clean(corpus_dir: Path, name: str, kind: str):
     problems = lint_pipeline_config(cfg, str(corpus_dir), check_blubber=False)
     assert [p for p in problems if p.severity == "error"] == []
     assert [(p.line, p.message) for p in problems] == WARNINGS.get(name, [])
-    # every pipeline plans, and the canonical form loads back to itself
+    # every pipeline plans and resolves step by step, and the canonical form loads back to itself
     plan = make_plan(cfg)
     assert [pp.name for pp in plan.pipelines] == list(cfg.pipelines)
+    for pipeline in cfg.pipelines:
+        simulate_run(cfg, pipeline, params={"ZUUL_BRANCH": "main", "ZUUL_CHANGE": "1", "ZUUL_PATCHSET": "2"})
     expanded = expand_config(cfg)
     again = load_text(yaml.safe_dump(expanded), f"expanded-{name}")
     assert expand_config(again) == expanded
@@ -148,3 +150,28 @@ def test_corpus_is_found_or_skipped_with_a_reason():
     if shared_dir() is None:
         pytest.skip("the shared corpus is absent: set CHUTE_SHARED")
     assert len(FILES) >= 20
+
+
+def test_simulated_run_of_a_power_user_config(corpus_dir: Path):
+    """operations/mediawiki-config: tail output feeding an inline Blubber `$merge`/`$each`."""
+    cfg = load_pipeline_config(str(corpus_dir / "wikimedia__operations-mediawiki-config.yaml"))
+    done = simulate_run(cfg, "wmf-publish")
+    reqs = done["prepare-mw-versions"]["blubberfile"]["variants"]["multiversion"]["builder"]["requirements"]
+    assert reqs == [
+        {"from": "docker-registry.wikimedia.org/wikimedia/mediawiki:wmf-one", "source": "/srv/mediawiki",
+         "destination": "/srv/mediawiki/php-one"},
+        {"from": "docker-registry.wikimedia.org/wikimedia/mediawiki:wmf-two", "source": "/srv/mediawiki",
+         "destination": "/srv/mediawiki/php-two"},
+        ".",
+    ]
+    patched = done["apply-security-patches"]["blubberfile"]["variants"]["patched"]["base"]
+    assert patched == "localhost/plib-image-prepare-mw-versions"
+    assert done["fetch-private"]["copy"] == [{"from": "plib-run-fetch-private", "source": "/tmp/private/",
+                                              "destination": "private", "archive": False}]
+    assert done["publish"]["publish"]["image"]["name"] == "mediawiki-multiversion"
+    assert done["apply-security-patches"]["notify"]["email"]["subject"] == "Security patch application failed"
+    cfg = load_pipeline_config(str(corpus_dir / "marxarelli__blubber.yaml"))
+    done = simulate_run(cfg, "publish")
+    assert done["rehearsal"]["deploy"]["tag"] == "2026-01-02-030405-candidate"
+    assert done["production"]["promote"] == [{"chart": "citoid", "environments": [],
+                                              "version": "2026-01-02-030405-production"}]

@@ -235,3 +235,19 @@ def test_shell_variables_in_an_inline_blubberfile_are_left_to_the_build():
                     x: {builder: {command: [sh, -c, 'echo ${HOME} ${setup.commit}']}}
     """)
     assert cfg.warnings == []
+
+
+def test_defaults_of_items_made_by_expressions_are_checked():
+    (e,) = errors_of("""
+        pipelines:
+          p:
+            stages:
+              - name: a
+                promote: {$merge: [{chart: m}], $with: [{chart: n, version: '1'}]}
+                copy: {$each: f, $in: 'x y', $delimiter: ' ', $yield: {from: ctr, source: '${.f}'}}
+    """)
+    # promote's first item has no version: it defaults to ${.imageTag}, which `a` never binds;
+    # every copy item names its container, so the ${.container} default is never used
+    assert e.message == "`${.imageTag}` is not bound when `promote` runs in stage `a` " \
+                        "(the default of `promote.*.version`)"
+    assert e.line == 6

@@ -399,7 +399,7 @@ def test_credentials_and_copy_expressions():
     """)
     assert "`$each` and `$merge` are not supported here" in e.message
     # copy and promote as whole-list expressions load (and are filled in by resolve_step)
-    st = stage("      - name: s\n        build: x\n        run: true\n"
+    st = stage("      - name: s\n        build: x\n        run: true\n        publish: {image: true}\n"
                "        copy: {$each: f, $in: 'a b', $delimiter: ' ', $yield: '/out/${.f}'}\n"
                "        promote: {$merge: [{chart: a}], $with: [{chart: b}]}\n")
     assert st.copy["$each"] == "f" and st.promote["$merge"] == [{"chart": "a"}]
