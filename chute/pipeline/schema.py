@@ -352,6 +352,8 @@ class _Checker:
     def error(self, path: Path, message: str, hint: str | None = None, *, at_key: bool = False,
               severity: str = "error", offset: int | None = None) -> None:
         problem = self.doc.problem(path, message, hint, at_key=at_key, severity=severity)
+        if problem.line is None:  # an empty document has no marks: point at its start
+            problem = Problem(message, problem.path, problem.source, 1, 1, hint, severity)
         if offset:
             m = self.doc.marks.get(tuple(path))
             if m is not None and m.raw is not None and "\n" not in m.raw and not at_key:
@@ -394,20 +396,23 @@ class _Checker:
             self.error(path, f"expected {what}, but `$each` gives a list", "use a plain string here")
             return _BAD
         self.error(path, f"expected {what}, got {_kind(value)}",
-                   "quote the value" if isinstance(value, int | float | bool) else None)
+                   "quote the value" if isinstance(value, int | float | bool) else
+                   "write a single value here" + (" (a list or mapping is not allowed)"
+                                                  if isinstance(value, list | dict) else ""))
         return _BAD
 
     def boolean(self, value: Any, path: Path) -> Any:
         if isinstance(value, bool):
             return value
-        self.error(path, f"expected true or false, got {_kind(value)}")
+        self.error(path, f"expected true or false, got {_kind(value)}", "write `true` or `false` (unquoted)")
         return _BAD
 
     def integer(self, value: Any, path: Path, minimum: int = 0) -> Any:
         if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
             return value
         got = f"{_kind(value)}" + (f" ({value!r})" if isinstance(value, int | float | str) else "")
-        self.error(path, f"expected a whole number of at least {minimum}, got {got}")
+        self.error(path, f"expected a whole number of at least {minimum}, got {got}",
+                   "write a plain number such as `10` (unquoted)")
         return _BAD
 
     def string_list(self, value: Any, path: Path, *, expressions: bool = True, item_merge: bool = False,
@@ -418,13 +423,14 @@ class _Checker:
         if expressions and is_expression(value):
             return self.expression(value, path)
         self.error(path, f"expected {what}, got {_kind(value)}",
-                   f"write `[{value}]`" if isinstance(value, str) else None)
+                   f"write `[{value}]`" if isinstance(value, str) else "e.g. `[a, b]`")
         return _BAD
 
     def expression(self, value: dict[str, Any], path: Path, *, each: bool = True) -> Any:
         """Check a ``$each``/``$merge`` mapping's shape (deeper ones are checked when walked)."""
         if "$each" in value and not each:
-            self.error(path, "`$each` gives a list, which is not allowed here", None)
+            self.error(path, "`$each` gives a list, which is not allowed here",
+                       "use `$merge`, or a plain value")
             return _BAD
         return value  # its shape is checked with every other expression in pass 3
 
@@ -446,7 +452,8 @@ class _Checker:
                 self.error(path, "`$each` needs `$in`: the string or list to iterate over",
                            "e.g. `$in: '${build.output}'`")
             if "$delimiter" in value and not isinstance(value["$delimiter"], str):
-                self.error((*path, "$delimiter"), "`$delimiter` must be a string (a set of characters)")
+                self.error((*path, "$delimiter"), "`$delimiter` must be a string (a set of characters)",
+                           "e.g. `$delimiter: '|'`; the default splits on newlines")
         else:
             self.unknown_keys(value, path, MERGE_KEYS, "a `$merge` expression")
             if "$with" not in value:
@@ -481,7 +488,8 @@ class _Checker:
                            "[{name: test}]}`")
         else:
             for k in near_misses:
-                self.warn((k,), f"top-level key `{k}` is ignored (did you mean `pipelines`?)", at_key=True)
+                self.warn((k,), f"top-level key `{k}` is ignored (did you mean `pipelines`?)",
+                          "remove it, or merge it into `pipelines`", at_key=True)
             raw = data["pipelines"]
             if not isinstance(raw, dict):
                 self.error(("pipelines",), f"`pipelines` must be a mapping of pipeline names to "
@@ -489,13 +497,15 @@ class _Checker:
                            "e.g. `pipelines: {test: {stages: [{name: test}]}}`")
             else:
                 if not raw:
-                    self.warn(("pipelines",), "`pipelines` is empty, so there is nothing to run")
+                    self.warn(("pipelines",), "`pipelines` is empty, so there is nothing to run",
+                              "add a pipeline, e.g. `test: {stages: [{name: test}]}`")
                 for name, value in raw.items():
                     p = self.pipeline(str(name), value, ("pipelines", name))
                     if p is not None:
                         pipelines[str(name)] = p
         for k in env_misses:
-            self.warn((k,), f"top-level key `{k}` is ignored (did you mean `environments`?)", at_key=True)
+            self.warn((k,), f"top-level key `{k}` is ignored (did you mean `environments`?)",
+                      "chute's deployment environments go under `environments:`", at_key=True)
         return PipelineConfig(pipelines, doc, env)
 
     # -- pipelines
@@ -622,7 +632,7 @@ class _Checker:
         for i, arc in enumerate(raw):
             if not isinstance(arc, list):
                 self.error((*path, i), f"an `execution` arc must be a list of stage names, got {_kind(arc)}",
-                           f"write `[{arc}]`" if isinstance(arc, str) else None)
+                           f"write `[{arc}]`" if isinstance(arc, str) else "e.g. `- [build, test]`")
                 continue
             names: list[str] = []
             for j, n in enumerate(arc):

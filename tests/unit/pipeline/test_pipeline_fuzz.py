@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pipeline_helpers import shared_dir, simulate_run
 
-from chute.config import ConfigError
+from chute.config import EXIT_READ, ConfigError
 from chute.pipeline import (
     PipelineConfig,
     expand_config,
@@ -143,8 +143,9 @@ def load_and_exercise(text: str, *, must_run: bool = False) -> None:
         cfg = parse_pipeline_config(text, "fuzz.yaml")
     except ConfigError as err:
         assert err.problems
-        for p in err.problems:
-            assert p.message and p.source == "fuzz.yaml"
+        for p in err.problems:  # every problem says what, where and what to do
+            assert p.message and p.hint and p.source == "fuzz.yaml"
+            assert p.line is not None or err.exit_code == EXIT_READ  # unreadable bytes have none
         return
     exercise(cfg, must_run=must_run)
 
