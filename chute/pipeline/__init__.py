@@ -37,15 +37,25 @@ Running (for the runner)
        ``graph``, ``blubberfile_for(stage)``, ``frames()``); ``stage`` keeps that stage and its
        ancestors. Unknown names raise ``ConfigError`` (exit 1).
     2. ``ctx = Context(plan_pipeline.graph, setup_bindings(project, commit, branch, tag,
-       timestamp, pipeline, change=None, patchset=None, params=None, remote=None))``.
-    3. Per stage: ``ctx.bind(stage, "stage", stage)``; then per step in ``stage.steps()``:
-       ``cfg = resolve_step(stage, step, ctx)`` (interpolated, defaults filled, types checked;
-       raises :class:`PipelineRuntimeError`, a ``ConfigError`` naming stage, field and the
-       available variables), run it, and bind its exports (``step_exports(step)``; for publish
-       use ``publish_tags`` + ``check_image_name`` + ``publish_exports``; for ``exports`` bind
-       each returned key). The Blubber config for ``build`` is
+       timestamp, pipeline, change=None, patchset=None, params=None, remote=None, *,
+       log_url=None, http_proxy=None))``. ``params`` are the run parameters
+       (``${setup.params.NAME}``; also what a dot-less ``${NAME}`` in ``run.env``/``run.arguments``
+       resolves to). Pass ``http_proxy`` when builds go through a proxy: Blubber files use
+       ``${setup.httpProxy}`` for ``apt.proxies``.
+    3. Per stage (``stage.name`` is its namespace): ``ctx.bind(stage.name, "stage", stage.name)``;
+       then per ``step`` in ``stage.steps()``: ``cfg = resolve_step(stage, step, ctx,
+       source=config.source)`` (interpolated, defaults filled, types checked; raises
+       :class:`PipelineRuntimeError`, a ``ConfigError`` naming stage, field and the available
+       variables), run it, and bind what it produced with ``ctx.bind(stage.name, key, value)``
+       for each key of ``step_exports(step)`` (build: imageID without ``sha256:``,
+       imageLocalName; run: container, output; copy: artifactURLs; deploy: releaseName; publish:
+       ``publish_exports(check_image_name(name, project), publish_tags(tag, tags), registry)``;
+       exports: every key ``resolve_step`` returned). For ``copy`` destinations use
+       ``sanitise_copy_destination``. The Blubber config for ``build`` is
        ``interpolate(plan_pipeline.blubberfile_for(stage.name), ctx, stage.name,
-       field="blubberfile")``. On a failing step, ``resolve_step(stage, "notify", ctx)``.
+       field="blubberfile")`` (a path relative to ``.pipeline/`` or an inline mapping). When a
+       step fails and ``stage.notify`` is set, ``resolve_step(stage, "notify", ctx)``.
+       ``ctx.all_values("imageID")`` etc. list what teardown removes.
     Helpers: ``sanitise_name``, ``sanitise_tag``, ``allowed_image_names``,
     ``sanitise_copy_destination``, ``timestamp_label``, ``interpolate``, ``tokenize``.
 
