@@ -46,6 +46,20 @@ def blubber(
         raise typer.Exit(code)
 
 
+@app.command()
+def lint(
+    config: str | None = typer.Argument(None, help="Pipeline config (default .pipeline/config.yaml)."),
+    no_blubber: bool = typer.Option(False, "--no-blubber", help="Check the pipeline file alone."),
+    expand: bool = typer.Option(False, "--expand", help="Print the config with every default filled in."),
+) -> None:
+    """Check .pipeline/config.yaml and every Blubber file it uses (each variant), before anything runs."""
+    from chute.pipeline import lint_command
+
+    code = lint_command(config, no_blubber=no_blubber, expand=expand)
+    if code:
+        raise typer.Exit(code)
+
+
 def _client(server: str | None, token: str | None):  # type: ignore[no-untyped-def]
     from chute.client import Client
 

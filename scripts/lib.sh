@@ -98,6 +98,9 @@ install_python() {
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
     .venv/bin/python -c "import chute" && touch "$stamp"
   fi
+  # PYTHONDONTWRITEBYTECODE may be set on these machines: compile once so that every fresh
+  # `chute` process does not recompile its modules.
+  .venv/bin/python -m compileall -q chute >/dev/null || true
 }
 
 wait_http() {  # url, seconds
