@@ -1,0 +1,226 @@
+"""The steps of a stage, as PipelineLib defined them, executed with chute's engine.
+
+Each function takes the step's resolved config (interpolated, defaults filled,
+by ``chute.pipeline.resolve_step``) and returns the values the step exports.
+A step that cannot complete raises :class:`StepFailed` with a message meant
+for the person reading the run page.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tarfile
+from typing import Any
+
+from chute.config import ConfigError
+
+from .request import Runtime
+
+PRIVILEGED = frozenset({"publish", "promote", "deploy", "trigger"})
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+    def __str__(self) -> str:
+        return self.message + (f" (hint: {self.hint})" if self.hint else "")
+
+
+def _rand() -> str:
+    return secrets.token_hex(4)
+
+
+# ------------------------------------------------------------------ build
+def load_blubber(rt: Runtime, blubberfile: str | dict[str, Any]) -> Any:
+    """The Blubber config for a build: a path under ``.pipeline/`` or an inline mapping."""
+    from chute.blubber import load_config, parse_config
+
+    pipeline_dir = rt.request.repo_dir / ".pipeline"
+    if isinstance(blubberfile, dict):
+        import json
+
+        return parse_config(json.dumps(blubberfile), ".pipeline/config.yaml (inline blubberfile)")
+    path = (pipeline_dir / blubberfile).resolve()
+    if not path.is_relative_to(rt.request.repo_dir.resolve()):
+        raise StepFailed(f"blubberfile {blubberfile!r} points outside the repository")
+    if not path.is_file():
+        raise StepFailed(f"no Blubber config found at .pipeline/{blubberfile}",
+                         "create it (chute init writes a starter) or set blubberfile in .pipeline/config.yaml")
+    return load_config(str(path))
+
+
+def build(rt: Runtime, stage: str, cfg: dict[str, Any], blubberfile: str | dict[str, Any], directory: str,
+          labels: dict[str, str], log: Any) -> dict[str, Any]:
+    from chute.blubber import compile_variant
+
+    try:
+        bcfg = load_blubber(rt, blubberfile)
+        dockerfile = compile_variant(bcfg, cfg["variant"])
+    except ConfigError as err:
+        variant = cfg["variant"]
+        raise StepFailed(f"the Blubber config cannot be compiled for variant {variant!r}:\n{err.format()}") from None
+    context = cfg.get("context") or "."
+    if "://" in context:
+        raise StepFailed(f"build.context {context!r} is a URL; chute builds from the checkout",
+                         "use a directory inside the repository")
+    ctx_dir = (rt.request.repo_dir / directory / context).resolve()
+    if not ctx_dir.is_relative_to(rt.request.repo_dir.resolve()) or not ctx_dir.is_dir():
+        raise StepFailed(f"build context {directory}/{context} is not a directory of the repository")
+    # PipelineLib's "always" meant `docker build --pull`. With no reachable registry that would
+    # fail for locally made base images, so chute pulls only what is missing (docs/compat.md).
+    pull = "never" if cfg.get("imagePullPolicy") == "never" else "missing"
+    local_name = f"localhost/chute-image-{_rand()}"
+    log(f"chute: building variant {cfg['variant']} from {directory}/{context}\n")
+    result = rt.engine.build(dockerfile, ctx_dir, tags=[local_name], labels=labels,
+                             ignore_patterns=cfg.get("excludes"), pull=pull, log=log,
+                             timeout=rt.request.build_timeout, cancel=rt.cancel)
+    with rt.lock:
+        rt.local_images.append(local_name)
+    log(f"chute: built {result.image_id[:12]} ({result.cached_steps}/{result.steps} steps from cache, "
+        f"{result.duration:.1f}s)\n")
+    return {"imageID": result.image_id, "imageLocalName": local_name}
+
+
+# ------------------------------------------------------------------ run
+def run(rt: Runtime, stage: str, cfg: dict[str, Any], log: Any) -> dict[str, Any]:
+    image = cfg["image"].removeprefix("sha256:")
+    if not image or any(c not in "0123456789abcdef" for c in image):
+        # Like PipelineLib since 2020: only images built by this run, never arbitrary references.
+        raise StepFailed(f"run.image {cfg['image']!r} is not a local image ID",
+                         "run an image built by this pipeline, e.g. ${.imageID} or ${stage.imageID}")
+    env = dict(cfg.get("env") or {})
+    for cred in cfg.get("credentials") or []:
+        cid, name = cred.get("id"), cred.get("name") or cred.get("id")
+        if not rt.request.trusted:
+            raise StepFailed(f"credential {cid!r} is not given to an untrusted change",
+                             "secrets reach steps only for merged code (the publish pipeline)")
+        if cid not in rt.request.secrets:
+            raise StepFailed(f"credential {cid!r} is not defined for this project",
+                             "define it with `chute secret set` (trusted stages only)")
+        env[str(name)] = rt.request.secrets[cid]
+    name = f"chute-run-{_rand()}"
+    labels = {"chute.run": str(rt.request.run_id or ""), "chute.stage": stage}
+    with rt.lock:
+        rt.containers.append(name)
+    log(f"chute: running {image[:12]} {' '.join(cfg.get('arguments') or [])}\n")
+    res = rt.engine.run(f"sha256:{image}", args=list(cfg.get("arguments") or []), env=env, name=name,
+                        timeout=rt.request.run_timeout, log=log, cancel=rt.cancel, labels=labels, keep=True)
+    if res.cancelled:
+        raise StepFailed("cancelled")
+    if res.timed_out:
+        raise StepFailed(f"the container ran longer than {rt.request.run_timeout:.0f} s and was stopped")
+    if res.exit_code != 0:
+        raise StepFailed(f"the command exited with status {res.exit_code}",
+                         "the test output is in this stage's log")
+    tail = int(cfg.get("tail") or 0)
+    output = "".join(line if line.endswith("\n") else line + "\n" for line in res.tail_lines[-tail:]) if tail else ""
+    return {"container": name, "output": output}
+
+
+# ------------------------------------------------------------------ copy
+def copy(rt: Runtime, stage: str, items: list[dict[str, Any]], directory: str, log: Any) -> dict[str, Any]:
+    from chute.pipeline import sanitise_copy_destination
+
+    base = (rt.request.repo_dir / directory).resolve()
+    urls = []
+    for item in items:
+        dest = (base / sanitise_copy_destination(item["destination"])).resolve()
+        if not dest.is_relative_to(base):
+            raise StepFailed(f"copy destination {item['destination']!r} leaves the working directory")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        rt.engine.copy_out(item["from"], item["source"], dest)
+        log(f"chute: copied {item['from']}:{item['source']} -> {dest.relative_to(base)}\n")
+        if item.get("archive"):
+            artifacts = rt.workdir / "artifacts"
+            artifacts.mkdir(parents=True, exist_ok=True)
+            if dest.is_dir():
+                target = artifacts / f"{dest.name}.tar.gz"
+                with tarfile.open(target, "w:gz") as tar:
+                    tar.add(dest, arcname=".")
+            else:
+                target = artifacts / dest.name
+                shutil.copy2(dest, target)
+            urls.append(target.as_uri())
+    return {"artifactURLs": "\n".join(urls)}
+
+
+# ------------------------------------------------------------------ publish
+def split_registry(registry: str | None) -> tuple[str, str, str]:
+    """``http://host:port/ns`` -> (scheme prefix, host:port, namespace)."""
+    if not registry:
+        return "", "", ""
+    scheme = ""
+    for prefix in ("http://", "https://"):
+        if registry.startswith(prefix):
+            scheme, registry = prefix, registry[len(prefix):]
+    host, _, ns = registry.strip("/").partition("/")
+    return scheme, host, ns
+
+
+def publish(rt: Runtime, stage: str, cfg: dict[str, Any], log: Any) -> dict[str, Any]:
+    from chute.pipeline import check_image_name, publish_exports, publish_tags
+
+    img = cfg["image"]
+    req = rt.request
+    name = check_image_name(img["name"], req.project, stage)
+    tags = publish_tags(img["tag"], list(img.get("tags") or []))
+    if req.commit and req.commit not in tags:
+        tags.append(req.commit)  # an immutable tag naming exactly what was built
+    scheme, host, ns = split_registry(req.registry)
+    image_id = img["id"].removeprefix("sha256:")
+    if not host:
+        # No registry: the image stays in local storage; publish records the local tags.
+        refs = [f"localhost/{name}:{t}" for t in tags]
+        for ref in refs:
+            rt.engine.tag(image_id, ref)
+        with rt.lock:
+            rt.images.append({"stage": stage, "name": f"localhost/{name}", "tags": tags,
+                              "digest": f"sha256:{image_id}", "local": True})
+        log(f"chute: no registry configured; tagged {', '.join(refs)}\n")
+        return publish_exports(name, tags, "localhost")
+    repo = "/".join(p for p in (host, ns, name) if p)
+    refs = [f"{scheme}{repo}:{t}" for t in tags]
+    log(f"chute: publishing {repo} with tags {', '.join(tags)}\n")
+    pushed = rt.engine.push(image_id, refs, log=log, cancel=rt.cancel)
+    digests = {p.digest for p in pushed}
+    if len(pushed) != len(refs) or len(digests) != 1:
+        raise StepFailed(f"the registry confirmed {len(pushed)} of {len(refs)} tags", "nothing was reported as "
+                         "published; rerun the stage")
+    digest = digests.pop()
+    with rt.lock:
+        rt.images.append({"stage": stage, "name": repo, "tags": tags, "digest": digest})
+    log(f"chute: published {repo}:{tags[0]}@{digest}\n")
+    return publish_exports(name, tags, host, ns)
+
+
+# ------------------------------------------------------------------ promote, trigger, notify
+def promote(rt: Runtime, stage: str, items: list[dict[str, Any]], exports: dict[str, Any], log: Any) -> None:
+    """Ask for the stage's published image to be deployed to environments (the server does it)."""
+    image = next((i for i in reversed(rt.images) if i["stage"] == stage), None)
+    if image is None:
+        raise StepFailed("promote needs an image published in the same stage", "add publish: {image: true}")
+    for item in items:
+        envs = item.get("environments") or []
+        rt.promotions.append({"stage": stage, "environments": envs, "chart": item.get("chart"),
+                              "version": item.get("version"), "image": f"{image['name']}@{image['digest']}",
+                              "digest": image["digest"]})
+        log(f"chute: promotion of {image['name']}@{image['digest'][:19]} requested to "
+            f"{', '.join(envs) or 'every environment'}\n")
+
+
+def trigger(rt: Runtime, stage: str, cfg: dict[str, Any], log: Any) -> None:
+    rt.triggers.append({"stage": stage, "pipeline": cfg["name"], "parameters": cfg.get("parameters") or {}})
+    log(f"chute: trigger of pipeline {cfg['name']} requested\n")
+
+
+def notify(rt: Runtime, stage: str, cfg: dict[str, Any], error: str, log: Any) -> None:
+    email = (cfg or {}).get("email") or {}
+    to = email.get("to") or []
+    if not to:
+        return
+    rt.notifications.append({"stage": stage, "to": to, "subject": email.get("subject", ""),
+                             "body": email.get("body", ""), "error": error})
+    log(f"chute: failure notification for {', '.join(to)} recorded\n")
