@@ -20,11 +20,24 @@ LogFn = Callable[[str], None]
 PullPolicy = Literal["missing", "always", "never"]
 PULL_POLICIES: tuple[str, ...] = ("missing", "always", "never")
 
-CA_PATH_IN_CONTAINER = "/etc/ssl/certs/ca-certificates.crt"
-"""Where the CA bundle is mounted: Debian's bundle path, read by OpenSSL, curl, apt, Debian's pip."""
+CA_PATH_IN_CONTAINER = "/dev/chute-ca-bundle.crt"
+"""Where the CA bundle is mounted in RUN steps and (on request) run containers.
+
+Not over the image's own ``/etc/ssl/certs/ca-certificates.crt``: with a
+read-only file mounted there, installing or updating the ``ca-certificates``
+package fails (``mv: ... Device or resource busy``), and buildah leaves an
+empty file at every bind-mount target it had to create, which would end up
+in the image. ``/dev`` is a tmpfs private to each RUN step, so nothing of the
+mount is ever committed.
+"""
 
 CA_ENV_NAMES: tuple[str, ...] = ("PIP_CERT", "NODE_EXTRA_CA_CERTS")
-"""Tools that keep their own CA list (pip's vendored certifi, node) are pointed at the bundle too."""
+"""Variables pointed at the mounted bundle by default (``CHUTE_BUILD_CA_ENV`` changes the list).
+
+pip (``PIP_CERT``) and node/npm (``NODE_EXTRA_CA_CERTS``, which adds to node's
+own list) are the tools that fetch over HTTPS in Blubber builds; apt uses
+plain-HTTP mirrors.
+"""
 
 RUN_CAPABILITIES: tuple[str, ...] = (
     "CHOWN",

@@ -47,11 +47,12 @@ class DockerEngine(CliEngine):
         host: str | None = None,
         environ: Mapping[str, str] | None = None,
         ca_bundle: Path | str | None = "auto",
+        ca_env: Sequence[str] | None = None,
     ) -> None:
         env = dict(os.environ if environ is None else environ)
         if host:
             env["DOCKER_HOST"] = host
-        super().__init__(binary, environ=env, ca_bundle=ca_bundle)
+        super().__init__(binary, environ=env, ca_bundle=ca_bundle, ca_env=ca_env)
 
     def version(self) -> str:
         """The server's version; raises EngineError if the daemon cannot be reached."""

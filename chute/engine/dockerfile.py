@@ -5,8 +5,9 @@ engine passes the CA bundle's path to pip and node as build args (never as
 ``ENV``, which would be written into the image config), so it declares
 ``ARG PIP_CERT`` and ``ARG NODE_EXTRA_CA_CERTS`` at the start of every stage.
 A declared ARG stays out of ``Config.Env``; engines record its value in the
-history line of RUN steps (``|2 PIP_CERT=/etc/ssl/... /bin/sh -c ...``),
-which is a path, not a secret.
+history line of RUN steps (``|2 NODE_EXTRA_CA_CERTS=/dev/chute-ca-bundle.crt
+PIP_CERT=/dev/chute-ca-bundle.crt /bin/sh -c ...``), which is a path, not a
+secret.
 """
 
 from __future__ import annotations

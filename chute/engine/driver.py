@@ -23,7 +23,6 @@ from typing import Any
 
 from . import registry
 from .base import (
-    CA_ENV_NAMES,
     CA_PATH_IN_CONTAINER,
     MANAGED_LABEL,
     PULL_POLICIES,
@@ -48,7 +47,7 @@ from .base import (
     RunResult,
 )
 from .buildlog import BuildLog, failure_hint
-from .ca import resolve_ca_bundle
+from .ca import resolve_ca_bundle, resolve_ca_env_names
 from .cli import ProcessResult, run_capture, run_streaming
 from .dockerfile import declare_args_in_stages
 from .refs import ImageRef, normalize_id, parse_push_ref
@@ -242,6 +241,7 @@ class CliEngine:
         *,
         environ: Mapping[str, str] | None = None,
         ca_bundle: Path | str | None = "auto",
+        ca_env: Sequence[str] | None = None,
     ) -> None:
         self.binary = binary or shutil.which(self.name) or self.name
         self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
@@ -249,6 +249,9 @@ class CliEngine:
             self.ca_bundle = resolve_ca_bundle(self.environ)
         else:
             self.ca_bundle = Path(ca_bundle) if ca_bundle else None
+        self.ca_env: tuple[str, ...] = (
+            resolve_ca_env_names(self.environ) if ca_env is None else tuple(ca_env)
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(binary={self.binary!r})"
@@ -354,8 +357,8 @@ class CliEngine:
 
         text = dockerfile
         if self.ca_bundle is not None and self.supports_build_mounts:
-            text = declare_args_in_stages(text, CA_ENV_NAMES)
-            args = {**{n: CA_PATH_IN_CONTAINER for n in CA_ENV_NAMES}, **args}
+            text = declare_args_in_stages(text, self.ca_env)
+            args = {**{n: CA_PATH_IN_CONTAINER for n in self.ca_env}, **args}
 
         workdir = Path(tempfile.mkdtemp(prefix="chute-build-"))
         marker = secrets.token_hex(8)
@@ -471,7 +474,7 @@ class CliEngine:
                 log("chute: no CA bundle is configured (CHUTE_BUILD_CA_BUNDLE); running without one")
             else:
                 ca_args = [f"--volume={self.ca_bundle}:{CA_PATH_IN_CONTAINER}:ro"]
-                for ca_name in CA_ENV_NAMES:
+                for ca_name in self.ca_env:
                     run_env.setdefault(ca_name, CA_PATH_IN_CONTAINER)
 
         tmp = Path(tempfile.mkdtemp(prefix="chute-run-"))
@@ -482,6 +485,9 @@ class CliEngine:
                 "run",
                 f"--name={name}",
                 "--init",
+                # A run step executes a command; the image's HEALTHCHECK is for deployments
+                # (and podman without systemd only logs errors trying to schedule it).
+                "--no-healthcheck",
                 "--security-opt=no-new-privileges",
                 "--cap-drop=all",
                 *(f"--cap-add={cap}" for cap in RUN_CAPABILITIES),

@@ -2,8 +2,9 @@
 
 Builds use ``podman build --format docker`` (so HEALTHCHECK survives) with the
 layer cache on. The CA bundle is bind-mounted into every RUN step with
-``--volume`` and its path handed to pip and node as build args (see
-:mod:`.dockerfile`); nothing of it is written into the image.
+``--volume`` (at a path under the step's private /dev, see
+:data:`~.base.CA_PATH_IN_CONTAINER`) and its path handed to pip and node as
+build args (see :mod:`.dockerfile`); nothing of it is written into the image.
 
 A killed ``podman build`` leaves its RUN process and its working container
 behind. Each build therefore runs with a private ``TMPDIR`` (where buildah
@@ -70,8 +71,9 @@ class PodmanEngine(CliEngine):
         *,
         environ: Mapping[str, str] | None = None,
         ca_bundle: Path | str | None = "auto",
+        ca_env: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(binary, environ=podman_environ(environ), ca_bundle=ca_bundle)
+        super().__init__(binary, environ=podman_environ(environ), ca_bundle=ca_bundle, ca_env=ca_env)
         self._info: dict[str, Any] | None = None
 
     def info(self) -> dict[str, Any]:

@@ -1,0 +1,117 @@
+"""Real services for the engine tests: a docker-registry, and podman's Docker-compatible API.
+
+Plain helpers (not fixtures), so both engine test modules can use them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+CONTAINERS_CONF = "/etc/chute/containers.conf"
+
+
+def podman_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if not env.get("CONTAINERS_CONF") and Path(CONTAINERS_CONF).is_file():
+        env["CONTAINERS_CONF"] = CONTAINERS_CONF
+    return env
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, env=podman_env(), check=check)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_registry(state: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """Debian's docker-registry on a free 127.0.0.1 port (config as in machine.md §9)."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        raise FileNotFoundError("docker-registry")
+    port = free_port()
+    config = state / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log: {level: warn}\n"
+        "storage:\n"
+        f"  filesystem: {{rootdirectory: {state / 'storage'}}}\n"
+        "  delete: {enabled: true}\n"
+        f'http: {{addr: "127.0.0.1:{port}"}}\n'
+    )
+    log = open(state / "registry.log", "wb")  # noqa: SIM115 - the process owns it
+    proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{url}/v2/", timeout=1).status_code == 200, 20, f"{url}/v2/")
+    return url, proc
+
+
+def start_podman_service(state: Path, insecure_registries: list[str]) -> tuple[str, subprocess.Popen[bytes]]:
+    """``podman system service`` on a private socket (machine.md §4), for the docker CLI.
+
+    Its registries.conf marks the test registry as plain HTTP, as a docker
+    daemon's ``insecure-registries`` would.
+    """
+    sock = state / "podman.sock"
+    registries = state / "registries.conf"
+    registries.write_text(
+        "unqualified-search-registries = []\n"
+        + "".join(f'[[registry]]\nlocation = "{host}"\ninsecure = true\n' for host in insecure_registries)
+    )
+    env = {**podman_env(), "CONTAINERS_REGISTRIES_CONF": str(registries)}
+    log = open(state / "podman-service.log", "wb")  # noqa: SIM115 - the process owns it
+    proc = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    transport = httpx.HTTPTransport(uds=str(sock))
+
+    def ping() -> bool:
+        with httpx.Client(transport=transport, timeout=1) as client:
+            return client.get("http://d/_ping").text == "OK"
+
+    wait_until(ping, 20, f"podman system service on {sock}")
+    return f"unix://{sock}", proc
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def manifest_head(url: str) -> httpx.Response:
+    accept = (
+        "application/vnd.docker.distribution.manifest.v2+json, "
+        "application/vnd.oci.image.manifest.v1+json, "
+        "application/vnd.docker.distribution.manifest.list.v2+json, "
+        "application/vnd.oci.image.index.v1+json"
+    )
+    return httpx.head(url, headers={"Accept": accept}, timeout=10)
