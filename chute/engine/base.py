@@ -49,13 +49,29 @@ RUN_CAPABILITIES: tuple[str, ...] = (
     "SETGID",
     "SETUID",
 )
-"""Capabilities a run container keeps (all others are dropped).
+"""Capabilities a root process in a run container keeps; every other one is dropped.
 
 This is podman's default set minus SETPCAP, SETFCAP and SYS_CHROOT, and
 docker's minus those three and NET_RAW, MKNOD and AUDIT_WRITE: enough for an
 image that starts as root to chown its files and drop to its own user, and
-nothing that helps a process escape or sniff the network.
+nothing that helps a process escape or sniff the network. A non-root user
+(Blubber's default) has no effective capabilities at all.
+
+The others are dropped by name (``--cap-drop=X`` for each of
+:data:`ALL_CAPABILITIES` not kept) rather than with ``--cap-drop=all
+--cap-add=...``: podman gives explicitly added capabilities to non-root
+users too, which would hand DAC_OVERRIDE to the image's unprivileged user.
 """
+
+ALL_CAPABILITIES: tuple[str, ...] = (
+    "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE",
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER", "KILL",
+    "LEASE", "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE",
+    "NET_BROADCAST", "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_ADMIN",
+    "SYS_BOOT", "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO",
+    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "SYSLOG", "WAKE_ALARM",
+)  # fmt: skip
+"""Linux capabilities (up to 5.9's CHECKPOINT_RESTORE) that podman 4.3 and docker accept by name."""
 
 MANAGED_LABEL = "chute.managed"
 """Set to "1" on every container chute runs, so leftovers can be found and removed."""

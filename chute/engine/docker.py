@@ -34,6 +34,7 @@ from .driver import CliEngine
 from .refs import ImageRef
 
 _PUSH_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+_BARE_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 class DockerEngine(CliEngine):
@@ -53,6 +54,11 @@ class DockerEngine(CliEngine):
         if host:
             env["DOCKER_HOST"] = host
         super().__init__(binary, environ=env, ca_bundle=ca_bundle, ca_env=ca_env)
+
+    def _image_arg(self, ref: str) -> str:
+        # chute keeps bare hex IDs; the Docker API wants "sha256:<hex>" (podman's
+        # compat API refuses a bare 64-hex string as a name).
+        return f"sha256:{ref}" if _BARE_ID.match(ref) else ref
 
     def version(self) -> str:
         """The server's version; raises EngineError if the daemon cannot be reached."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from . import registry
 from .base import (
+    ALL_CAPABILITIES,
     CA_PATH_IN_CONTAINER,
     MANAGED_LABEL,
     PULL_POLICIES,
@@ -249,9 +250,7 @@ class CliEngine:
             self.ca_bundle = resolve_ca_bundle(self.environ)
         else:
             self.ca_bundle = Path(ca_bundle) if ca_bundle else None
-        self.ca_env: tuple[str, ...] = (
-            resolve_ca_env_names(self.environ) if ca_env is None else tuple(ca_env)
-        )
+        self.ca_env: tuple[str, ...] = resolve_ca_env_names(self.environ) if ca_env is None else tuple(ca_env)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(binary={self.binary!r})"
@@ -274,6 +273,10 @@ class CliEngine:
             self._raise_if_misconfigured(result)
             raise EngineError(f"{what} failed: {result.error_line()}", hint)
         return result
+
+    def _image_arg(self, ref: str) -> str:
+        """How an image reference or bare ID is written on this engine's command line."""
+        return ref
 
     def _raise_if_misconfigured(self, result: ProcessResult, remove: str | None = None) -> None:
         """Overridden by drivers that recognise a broken engine setup in an error.
@@ -489,8 +492,7 @@ class CliEngine:
                 # (and podman without systemd only logs errors trying to schedule it).
                 "--no-healthcheck",
                 "--security-opt=no-new-privileges",
-                "--cap-drop=all",
-                *(f"--cap-add={cap}" for cap in RUN_CAPABILITIES),
+                *(f"--cap-drop={cap}" for cap in ALL_CAPABILITIES if cap not in RUN_CAPABILITIES),
                 *label_args,
                 *self._run_extra_args(pull),
                 *([f"--env-file={env_file}"] if env_file else []),
@@ -499,7 +501,7 @@ class CliEngine:
                 *limit_args,
                 *([f"--network={network}"] if network != "default" else []),
                 *ca_args,
-                image,
+                self._image_arg(image),
                 *args,
             ]
 
@@ -630,7 +632,8 @@ class CliEngine:
         try:
             for target in targets:
                 self._check(
-                    self._capture("tag", image, target.engine_ref), f"tagging {image} as {target.engine_ref}"
+                    self._capture("tag", self._image_arg(image), target.engine_ref),
+                    f"tagging {image} as {target.engine_ref}",
                 )
                 digest = self._push_with_retries(target, log, retries, backoff, cancel, workdir, pushed)
                 pushed.append(
@@ -742,7 +745,7 @@ class CliEngine:
 
     def inspect_image(self, ref: str) -> ImageInfo:
         _check_ref(ref, "image")
-        result = self._capture("image", "inspect", ref)
+        result = self._capture("image", "inspect", self._image_arg(ref))
         if result.returncode != 0:
             if _is_missing(result.error_line()):
                 raise ImageNotFound(ref)
@@ -806,7 +809,7 @@ class CliEngine:
 
     def remove_images(self, ids: Sequence[str]) -> None:
         """Remove images by ID or name, with all their tags; missing ones are ignored."""
-        self._remove(self._rmi_args(), ids, "image")
+        self._remove(self._rmi_args(), [self._image_arg(i) for i in ids if i], "image")
 
     def stop(self, name: str, timeout: float = 10) -> None:
         _check_ref(name, "container")

@@ -189,13 +189,13 @@ def test_build_target_stage_with_labels_and_inspect(engine, created, context):
 
     # args follow the image's ENTRYPOINT (sh -c), as with docker run
     out = Collector()
-    run = engine.run(
-        result.image_id, args=["id -u; pwd; cat /srv/app.txt /base.txt; ls /srv"], labels=LABELS, log=out
-    )
+    script = "id -u; pwd; cat /srv/app.txt /base.txt; ls /srv; grep CapEff /proc/self/status"
+    run = engine.run(result.image_id, args=[script], labels=LABELS, log=out)
     created["containers"].append(run.container_name)
     assert run.exit_code == 0
     assert out.lines[:4] == ["65534", "/srv", "app", "base"]
     assert "later.txt" not in out.text
+    assert "CapEff:\t0000000000000000" in out.lines  # the image's non-root user has no capabilities
 
 
 def test_second_build_uses_the_layer_cache(engine, created, context):
