@@ -68,6 +68,7 @@ _NOT_RETRYABLE = (
     "manifest invalid",
     "x509",
     "certificate",
+    "no such file or directory",  # a local problem, e.g. a missing auth file
 )
 
 

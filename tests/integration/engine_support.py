@@ -46,25 +46,46 @@ def wait_until(check, timeout: float, what: str) -> None:
     raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
 
 
-def start_registry(state: Path) -> tuple[str, subprocess.Popen[bytes]]:
-    """Debian's docker-registry on a free 127.0.0.1 port (config as in machine.md §9)."""
+def bcrypt_hash(password: str) -> str:
+    """A bcrypt hash for an htpasswd file (libxcrypt does bcrypt; no extra package needed)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
+    # Cost 4 (16 rounds): the registry checks the hash on every request of a push.
+    return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+
+
+def start_registry(state: Path, users: dict[str, str] | None = None) -> tuple[str, subprocess.Popen[bytes]]:
+    """Debian's docker-registry on a free 127.0.0.1 port (config as in machine.md §9).
+
+    With ``users``, the registry requires HTTP basic auth (htpasswd).
+    """
     binary = shutil.which("docker-registry")
     if binary is None:
         raise FileNotFoundError("docker-registry")
     port = free_port()
+    state.mkdir(parents=True, exist_ok=True)
     config = state / "registry.yml"
+    auth = ""
+    if users:
+        htpasswd = state / "htpasswd"
+        htpasswd.write_text("".join(f"{user}:{bcrypt_hash(pw)}\n" for user, pw in users.items()))
+        auth = f"auth:\n  htpasswd: {{realm: chute-test, path: {htpasswd}}}\n"
     config.write_text(
         "version: 0.1\n"
         "log: {level: warn}\n"
         "storage:\n"
         f"  filesystem: {{rootdirectory: {state / 'storage'}}}\n"
         "  delete: {enabled: true}\n"
-        f'http: {{addr: "127.0.0.1:{port}"}}\n'
+        f'http: {{addr: "127.0.0.1:{port}"}}\n' + auth
     )
     log = open(state / "registry.log", "wb")  # noqa: SIM115 - the process owns it
     proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{url}/v2/", timeout=1).status_code == 200, 20, f"{url}/v2/")
+    wait_until(lambda: httpx.get(f"{url}/v2/", timeout=1).status_code in (200, 401), 20, f"{url}/v2/")
     return url, proc
 
 
@@ -107,11 +128,11 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def manifest_head(url: str) -> httpx.Response:
+def manifest_head(url: str, auth: tuple[str, str] | None = None) -> httpx.Response:
     accept = (
         "application/vnd.docker.distribution.manifest.v2+json, "
         "application/vnd.oci.image.manifest.v1+json, "
         "application/vnd.docker.distribution.manifest.list.v2+json, "
         "application/vnd.oci.image.index.v1+json"
     )
-    return httpx.head(url, headers={"Accept": accept}, timeout=10)
+    return httpx.head(url, headers={"Accept": accept}, timeout=10, auth=auth)

@@ -17,7 +17,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from engine_support import free_port, manifest_head, podman, podman_env, start_registry, stop_process
+from engine_support import (
+    free_port,
+    manifest_head,
+    podman,
+    podman_env,
+    start_registry,
+    stop_process,
+)
 
 from chute.engine import (
     CA_PATH_IN_CONTAINER,
@@ -571,6 +578,48 @@ def test_push_to_plain_http_registry_without_scheme_says_how_to_fix(engine, regi
         engine.push(BUSYBOX, [f"{host}/chute-test/scheme:1"], retries=3, backoff=0.05)
     assert info.value.attempts == 1  # not worth retrying
     assert f"http://{host}/chute-test/scheme:1" in str(info.value)
+
+
+@pytest.mark.registry
+def test_push_to_a_registry_that_needs_a_login(engine, created, context, tmp_path):
+    if shutil.which("docker-registry") is None:
+        pytest.skip("docker-registry is not installed: run .ci/run (apt-get install docker-registry)")
+    url, proc = start_registry(tmp_path / "authreg", users={"chute": "s3cret pass"})
+    host = url.split("://", 1)[1]
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_text('{"auths": {}}')
+    try:
+        built = engine.build(f"FROM {BUSYBOX}\nLABEL chute.test.auth={SESSION}\n", context, labels=LABELS)
+        created["images"].append(built.image_id)
+        ref = f"{url}/chute-test/private:1"
+        logged_out = PodmanEngine(environ={**os.environ, "REGISTRY_AUTH_FILE": str(auth_file)})
+        with pytest.raises(PushError) as info:
+            logged_out.push(built.image_id, [ref], retries=3, backoff=0.05)
+        assert info.value.attempts == 1  # a missing login is not retried
+        assert f"podman login {host}" in str(info.value)
+
+        login = subprocess.run(
+            [
+                "podman",
+                "login",
+                "--tls-verify=false",
+                f"--authfile={auth_file}",
+                "-u",
+                "chute",
+                "--password-stdin",
+                host,
+            ],
+            input="s3cret pass",
+            capture_output=True,
+            text=True,
+            env=podman_env(),
+        )
+        assert login.returncode == 0, login.stderr
+        pushed = logged_out.push(built.image_id, [ref])  # the verification reads the same login
+        response = manifest_head(f"{url}/v2/chute-test/private/manifests/1", auth=("chute", "s3cret pass"))
+        assert pushed[0].digest == response.headers["Docker-Content-Digest"]
+    finally:
+        stop_process(proc)
 
 
 def test_push_of_a_missing_image(engine):
