@@ -49,12 +49,14 @@ def instruction_spans(text: str) -> list[tuple[int, int, str]]:
         start = i
         keyword = stripped.split(None, 1)[0].upper()
         logical = [stripped]
-        while lines[i].rstrip().endswith(escape) and i + 1 < len(lines):
+        continued = stripped.endswith(escape)
+        while continued and i + 1 < len(lines):
             i += 1
             nxt = lines[i].strip()
-            if nxt.startswith("#"):
-                continue  # comments inside a continued instruction are dropped by the parser
+            if not nxt or nxt.startswith("#"):
+                continue  # blank and comment lines inside a continued instruction are skipped
             logical.append(nxt)
+            continued = nxt.endswith(escape)
         end = i
         for m in _HEREDOC_RE.finditer(" ".join(logical)):
             word, strip_tabs = m.group(3), m.group(1) == "-"
