@@ -5,6 +5,7 @@ Plain helpers (not fixtures), so both engine test modules can use them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -136,3 +137,24 @@ def manifest_head(url: str, auth: tuple[str, str] | None = None) -> httpx.Respon
         "application/vnd.oci.image.index.v1+json"
     )
     return httpx.head(url, headers={"Accept": accept}, timeout=10, auth=auth)
+
+
+def build_containers_with_label(key: str, value: str) -> list[str]:
+    """Build (buildah) containers whose image carries ``key=value``: a build's leftovers.
+
+    Tests build from a base image with a unique label, so this finds their
+    leftovers and never those of other builds running on the machine.
+    """
+    listing = json.loads(podman("ps", "--all", "--external", "--format", "json").stdout or "[]")
+    found = []
+    for entry in listing:
+        image = entry.get("ImageID") or entry.get("Image")
+        if not image:
+            continue
+        inspected = podman("image", "inspect", image, check=False)
+        if inspected.returncode != 0:
+            continue
+        labels = json.loads(inspected.stdout)[0].get("Labels") or {}
+        if labels.get(key) == value:
+            found.append(entry["Id"])
+    return found

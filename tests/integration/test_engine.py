@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from engine_support import (
+    build_containers_with_label,
     free_port,
     manifest_head,
     podman,
@@ -115,6 +116,16 @@ def registry_url(tmp_path_factory):
     url, proc = start_registry(tmp_path_factory.mktemp("registry"))
     yield url
     stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def small_image(engine, created, tmp_path_factory) -> str:
+    """An image of our own to tag and push (pushing the base image would leave tags on it)."""
+    built = engine.build(
+        f"FROM {BUSYBOX}\nLABEL chute.test.small={SESSION}\n", tmp_path_factory.mktemp("ctx"), labels=LABELS
+    )
+    created["images"].append(built.image_id)  # removing it by ID drops every tag pushes added
+    return built.image_id
 
 
 @pytest.fixture()
@@ -262,23 +273,6 @@ def test_bad_pull_policy_and_missing_context_are_usage_errors(engine, tmp_path):
         engine.build(f"FROM {BUSYBOX}\n", tmp_path / "missing")
 
 
-def _leftovers_of(label_value: str) -> list[str]:
-    """Build (buildah) containers whose image carries our unique label."""
-    listing = json.loads(podman("ps", "--all", "--external", "--format", "json").stdout or "[]")
-    found = []
-    for entry in listing:
-        image = entry.get("ImageID") or entry.get("Image")
-        if not image:
-            continue
-        inspected = podman("image", "inspect", image, check=False)
-        if inspected.returncode != 0:
-            continue
-        labels = (json.loads(inspected.stdout)[0].get("Labels")) or {}
-        if labels.get("chute.test.cancel") == label_value:
-            found.append(entry["Id"])
-    return found
-
-
 @pytest.mark.parametrize("how", ["cancel", "timeout"])
 def test_stopped_build_leaves_no_container_or_process(engine, created, context, how):
     unique = uuid.uuid4().hex
@@ -297,7 +291,7 @@ def test_stopped_build_leaves_no_container_or_process(engine, created, context, 
     assert f"started-{unique}" in log.text
     ps = subprocess.run(["pgrep", "-f", f"sleep {seconds}"], capture_output=True, text=True)
     assert ps.stdout.strip() == "", "the RUN step's process survived"
-    assert _leftovers_of(unique) == []
+    assert build_containers_with_label("chute.test.cancel", unique) == []
 
 
 # --------------------------------------------------------------------------- run
@@ -555,11 +549,13 @@ def test_push_records_the_digest_the_registry_serves(engine, created, context, r
 
 
 @pytest.mark.registry
-def test_push_to_a_dead_registry_fails_after_bounded_retries(engine):
+def test_push_to_a_dead_registry_fails_after_bounded_retries(engine, small_image):
     port = free_port()  # nothing listens here
     log = Collector()
     with pytest.raises(PushError) as info:
-        engine.push(BUSYBOX, [f"http://127.0.0.1:{port}/chute-test/dead:1"], retries=2, backoff=0.05, log=log)
+        engine.push(
+            small_image, [f"http://127.0.0.1:{port}/chute-test/dead:1"], retries=2, backoff=0.05, log=log
+        )
     err = info.value
     assert err.attempts == 3 and err.pushed == []
     assert err.registry == f"127.0.0.1:{port}"
@@ -570,12 +566,12 @@ def test_push_to_a_dead_registry_fails_after_bounded_retries(engine):
 
 
 @pytest.mark.registry
-def test_push_to_plain_http_registry_without_scheme_says_how_to_fix(engine, registry_url):
+def test_push_to_plain_http_registry_without_scheme_says_how_to_fix(engine, registry_url, small_image):
     if not registry_url.startswith("http://"):
         pytest.skip("the test registry is not a plain-HTTP one")
     host = registry_url.split("://", 1)[1]
     with pytest.raises(PushError) as info:
-        engine.push(BUSYBOX, [f"{host}/chute-test/scheme:1"], retries=3, backoff=0.05)
+        engine.push(small_image, [f"{host}/chute-test/scheme:1"], retries=3, backoff=0.05)
     assert info.value.attempts == 1  # not worth retrying
     assert f"http://{host}/chute-test/scheme:1" in str(info.value)
 

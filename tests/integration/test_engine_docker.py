@@ -15,7 +15,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from engine_support import manifest_head, podman, start_podman_service, start_registry, stop_process
+from engine_support import (
+    build_containers_with_label,
+    manifest_head,
+    podman,
+    start_podman_service,
+    start_registry,
+    stop_process,
+)
 
 from chute.engine import BuildError, DockerEngine, ImageNotFound
 
@@ -141,10 +148,21 @@ def test_docker_build_run_copy_inspect_push(docker, tmp_path, registry_url):
 
 
 def test_docker_build_error_names_the_step(docker, tmp_path):
-    with pytest.raises(BuildError) as info:
-        docker.build(f"FROM {BUSYBOX}\nRUN echo visible-output && exit 5\n", tmp_path, labels=LABELS)
-    text = str(info.value)
-    assert "RUN echo visible-output" in text and "visible-output" in info.value.output
+    unique = uuid.uuid4().hex
+    base = docker.build(f"FROM {BUSYBOX}\nLABEL chute.test.base={unique}\n", tmp_path, labels=LABELS)
+    try:
+        with pytest.raises(BuildError) as info:
+            docker.build(
+                f"FROM {base.image_id}\nRUN echo visible-output && exit 5\n", tmp_path, labels=LABELS
+            )
+        text = str(info.value)
+        assert "RUN echo visible-output" in text and "visible-output" in info.value.output
+    finally:
+        # podman's compat API keeps a failed build's working container: remove it.
+        leftovers = build_containers_with_label("chute.test.base", unique)
+        if leftovers:
+            podman("rm", "-f", *leftovers, check=False)
+        docker.remove_images([base.image_id])
 
 
 def test_docker_run_cancel_removes_the_container(docker):
