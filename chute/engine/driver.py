@@ -389,9 +389,13 @@ class CliEngine:
                     pull=pull,
                     marker=marker,
                 )
-                result = run_streaming(
-                    argv, env=self._build_env(workdir), log=on_line, timeout=timeout, cancel=cancel
-                )
+                try:
+                    result = run_streaming(
+                        argv, env=self._build_env(workdir), log=on_line, timeout=timeout, cancel=cancel
+                    )
+                except KeyboardInterrupt:
+                    self._cleanup_aborted_build(workdir, marker, log)
+                    raise
             if result.cancelled or result.timed_out:
                 self._cleanup_aborted_build(workdir, marker, log)
                 if result.cancelled:

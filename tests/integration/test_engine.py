@@ -68,16 +68,20 @@ CAP_BITS = {
 
 
 class Collector:
-    """A log callback that remembers every line (and can fire when a line appears)."""
+    """A log callback that remembers every line (and can act when a line appears)."""
 
     def __init__(self, when: str | None = None, then: threading.Event | None = None) -> None:
         self.lines: list[str] = []
         self.when, self.then = when, then
+        self.on_match = None
 
     def __call__(self, line: str) -> None:
         self.lines.append(line)
-        if self.when and self.then is not None and self.when in line:
-            self.then.set()
+        if self.when and self.when in line:
+            if self.then is not None:
+                self.then.set()
+            if self.on_match is not None:
+                self.on_match()
 
     @property
     def text(self) -> str:
@@ -273,7 +277,7 @@ def test_bad_pull_policy_and_missing_context_are_usage_errors(engine, tmp_path):
         engine.build(f"FROM {BUSYBOX}\n", tmp_path / "missing")
 
 
-@pytest.mark.parametrize("how", ["cancel", "timeout"])
+@pytest.mark.parametrize("how", ["cancel", "timeout", "ctrl-c"])
 def test_stopped_build_leaves_no_container_or_process(engine, created, context, how):
     unique = uuid.uuid4().hex
     # A base image of our own, so leftovers can be told apart from other builds on the machine.
@@ -283,10 +287,12 @@ def test_stopped_build_leaves_no_container_or_process(engine, created, context, 
     dockerfile = f"FROM {base.image_id}\nRUN echo started-{unique} && sleep {seconds}\n"
     cancel = threading.Event()
     log = Collector(when=f"started-{unique}", then=cancel if how == "cancel" else None)
-    expected = OperationCancelled if how == "cancel" else OperationTimedOut
+    expected = {"cancel": OperationCancelled, "timeout": OperationTimedOut, "ctrl-c": KeyboardInterrupt}[how]
+    if how == "ctrl-c":
+        log.on_match = _thread.interrupt_main
     start = time.monotonic()
     with pytest.raises(expected):
-        engine.build(dockerfile, context, log=log, cancel=cancel, timeout=None if how == "cancel" else 4)
+        engine.build(dockerfile, context, log=log, cancel=cancel, timeout=4 if how == "timeout" else None)
     assert time.monotonic() - start < 30
     assert f"started-{unique}" in log.text
     ps = subprocess.run(["pgrep", "-f", f"sleep {seconds}"], capture_output=True, text=True)
