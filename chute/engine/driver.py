@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import registry
 from .base import (
@@ -540,10 +540,18 @@ class CliEngine:
                 duration=result.duration,
                 removed=True,
             )
+        if result.returncode == 125 and "already in use" in result.error_line():
+            # Another container has this name: report it, and leave that container alone.
+            raise RunError(
+                f"cannot run {image!r}: a container named {name!r} already exists",
+                "remove it first (remove_containers), or choose another name",
+            )
         info = self._inspect_container_or_none(name)
         if info is None:
+            if result.timed_out:  # stopped before the engine had even created it
+                return RunResult(None, name, timed_out=True, tail_lines=result.tail[-50:], removed=True)
             self._raise_if_misconfigured(result)
-            self._raise_run_failure(image, name, result)
+            self._raise_run_failure(image, result)
         if info.status in ("created", "configured", "initialized") and result.returncode not in (0, None):
             # The engine created the container but could not start the command.
             self._raise_if_misconfigured(result, remove=name)
@@ -561,16 +569,11 @@ class CliEngine:
             removed=removed,
         )
 
-    def _raise_run_failure(self, image: str, name: str, result: ProcessResult) -> None:
+    def _raise_run_failure(self, image: str, result: ProcessResult) -> NoReturn:
         error = result.error_line()
         if _is_missing(error) and ("image" in error.lower() or "pull" in error.lower()):
             raise ImageNotFound(
                 image, "build it first, or check the name (with pull='never' nothing is pulled)"
-            )
-        if "already in use" in error:
-            raise RunError(
-                f"cannot run {image!r}: a container named {name!r} already exists",
-                "remove it first (remove_containers), or choose another name",
             )
         raise RunError(f"cannot run {image!r}: {error}")
 

@@ -39,6 +39,7 @@ from chute.engine import (
     OperationTimedOut,
     PodmanEngine,
     PushError,
+    RunError,
     detect_engine,
 )
 
@@ -469,6 +470,16 @@ def test_run_limits_reach_the_container(engine, created):
     host = json.loads(podman("container", "inspect", result.container_name).stdout)[0]["HostConfig"]
     assert host["Memory"] == 64 * 1024 * 1024 and host["PidsLimit"] == 50
     assert host["NanoCpus"] == 500_000_000 or host["CpuQuota"] == 50_000
+
+
+def test_run_with_a_name_in_use_leaves_the_other_container_alone(engine, created):
+    name = f"chute-test-dup-{SESSION}"
+    first = engine.run(BUSYBOX, args=["sh", "-c", "exit 9"], name=name, labels=LABELS)
+    created["containers"].append(name)
+    with pytest.raises(RunError, match="already exists"):
+        engine.run(BUSYBOX, args=["true"], name=name, labels=LABELS)
+    info = engine.inspect_container(name)
+    assert first.exit_code == 9 and info.exit_code == 9
 
 
 def test_run_workdir_and_missing_image(engine, created):
