@@ -157,7 +157,6 @@ def run_streaming(
         proc.stdout.close()
 
     reader = threading.Thread(target=pump, name=f"engine-output-{proc.pid}", daemon=True)
-    reader.start()
 
     deadline = None if timeout is None else start + timeout
     timed_out = cancelled = False
@@ -176,6 +175,8 @@ def run_streaming(
         terminate(proc)
 
     try:
+        # Started inside the try: the log callback may be what raises KeyboardInterrupt.
+        reader.start()
         while True:
             try:
                 proc.wait(timeout=POLL_INTERVAL)
@@ -197,7 +198,8 @@ def run_streaming(
 
     # Children of the engine (e.g. a build's RUN process) can hold the pipe open
     # after the engine itself is gone; don't wait for them forever.
-    reader.join(timeout=5.0)
+    if reader.is_alive():
+        reader.join(timeout=5.0)
     if interrupted is not None:
         raise interrupted
     if log_errors:
