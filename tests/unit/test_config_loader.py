@@ -40,7 +40,7 @@ def test_syntax_error_has_position_and_hint():
 def test_alias_bomb_is_an_error_not_a_hang():
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     for i in range(1, 9):
-        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i-1}"] * 10) + "]")
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
     with pytest.raises(ConfigError) as ei:
         load_yaml("\n".join(lines))
     assert "too many values" in ei.value.problems[0].message
