@@ -47,6 +47,77 @@ def blubber(
 
 
 @app.command()
+def run(
+    pipelines: list[str] = typer.Argument(None, help="Pipelines to run (default: all, in file order)."),
+    stage: str | None = typer.Option(None, "--stage", help="Run only this stage (and the stages it needs)."),
+    registry: str | None = typer.Option(None, "--registry", envvar="CHUTE_REGISTRY",
+                                        help="Registry to publish to; http://host:port for plain HTTP."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result document as JSON."),
+    directory: str = typer.Option(".", "--dir", "-C", help="The repository (default: the current directory)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every log line (non-terminal output)."),
+) -> None:
+    """Run the pipelines of .pipeline/config.yaml here, with the same code as the server's agents."""
+    import json
+    import signal
+    import threading
+    from pathlib import Path
+
+    from chute.runner import run_pipelines
+    from chute.runner.live import LiveObserver, request_for
+
+    repo = Path(directory)
+    if not (repo / ".pipeline" / "config.yaml").is_file():
+        sys.stderr.write(f"error: {repo.resolve()}/.pipeline/config.yaml not found; run `chute init` to write one\n")
+        raise typer.Exit(2)
+    request = request_for(repo, pipelines, stage, registry)
+    cancel = threading.Event()
+    observer = LiveObserver(plain=json_out or None, verbose=verbose)
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        sys.stderr.write("\ncancelling: stopping containers (Ctrl-C again to abort cleanup)\n")
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = observer.run_live(lambda: run_pipelines(request, observer=observer, cancel=cancel))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if json_out:
+        typer.echo(json.dumps(result, indent=2, default=str))
+    else:
+        _print_summary(result)
+    if cancel.is_set():
+        raise typer.Exit(130)
+    raise typer.Exit(0 if result["status"] == "success" else 1)
+
+
+def _print_summary(result: dict) -> None:  # type: ignore[type-arg]
+    out = sys.stdout
+    for doc in result.get("pipelines", []):
+        out.write(f"pipeline {doc['pipeline']}: {doc['status']} in {doc['duration']:.1f}s\n")
+        for st in doc["stages"]:
+            d = f"{st['duration']:.1f}s" if st.get("duration") is not None else ""
+            out.write(f"  {st['name']:24} {st['status']:10} {d}\n")
+            if st["status"] == "failure":
+                for line in st["error"].splitlines()[:10]:
+                    out.write(f"      {line}\n")
+                if st.get("log"):
+                    out.write(f"      log: {st['log']}\n")
+    if result.get("error") and not result.get("pipelines"):
+        out.write(f"error: {result['error']}\n")
+    images = result.get("images", [])
+    if images:
+        out.write("published images:\n")
+        for img in images:
+            for tag in img["tags"]:
+                ref = f"{img['name']}:{tag}" + ("" if img.get("local") else f"@{img['digest']}")
+                out.write(f"  {ref}\n")
+    out.write(f"result: {result['status']}\n")
+
+
+@app.command()
 def lint(
     config: str | None = typer.Argument(None, help="Pipeline config (default .pipeline/config.yaml)."),
     no_blubber: bool = typer.Option(False, "--no-blubber", help="Check the pipeline file alone."),

@@ -815,6 +815,12 @@ class CliEngine:
         """Remove containers (running or not); names that do not exist are ignored."""
         self._remove(self._rm_args(), names, "container")
 
+    def tag(self, image: str, ref: str) -> None:
+        """Give ``image`` (an ID or name) the local name ``ref``."""
+        _check_ref(image, "image")
+        _check_ref(ref, "ref")
+        self._check(self._capture("tag", self._image_arg(image), ref), f"tagging {image} as {ref}")
+
     def remove_images(self, ids: Sequence[str]) -> None:
         """Remove images by ID or name, with all their tags; missing ones are ignored."""
         self._remove(self._rmi_args(), [self._image_arg(i) for i in ids if i], "image")

@@ -104,7 +104,7 @@ def _run_one(request: RunRequest, pp: Any, observer: Observer, cancel: threading
     ctx = Context(pp.graph, setup)
     stage_names = [st.name for st in pp.stages]
     edges = [[a, b] for a in stage_names for b in pp.graph.successors(a) if b in stage_names]
-    observer.graph({"stages": stage_names, "edges": edges})
+    observer.graph({"pipeline": name, "stages": stage_names, "edges": edges})
     records: dict[str, dict[str, Any]] = {s: {"name": s, "status": "pending", "error": "", "exports": {}, "steps": []}
                                           for s in stage_names}
     labels = {str(k): str(v) for k, v in (setup.get("imageLabels") or {}).items()}

@@ -87,7 +87,7 @@ fine
 before
 it broke
 Error: building at STEP "RUN echo before && echo 'it broke' >&2 && exit 7": while running runtime: exit status 7
-"""  # noqa: E501
+"""
 
 CLASSIC_FAILED = """\
 Sending build context to Docker daemon  2.048kB
@@ -118,7 +118,7 @@ BUILDKIT_FAILED = """\
 0.215 broken-output
 ------
 ERROR: failed to solve: process "/bin/sh -c echo broken-output && exit 3" did not complete successfully: exit code: 3
-"""  # noqa: E501
+"""
 
 
 def _feed(text: str) -> BuildLog:
