@@ -73,3 +73,57 @@ def build(variant: str, *, port: int = 8080, podman: str = "podman") -> str:
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     return ref
+
+
+class Load:
+    """A constant request rate against a URL on a thread; counts answers other than 200.
+
+    Each request opens a new connection (as most health-checked clients and
+    load balancers do), so a request fails only if nothing serves it.
+    """
+
+    def __init__(self, url: str, rate: float = 50.0) -> None:
+        import threading
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path or "/"
+        self.interval = 1.0 / rate
+        self.sent = 0
+        self.failed = 0
+        self.errors: list[str] = []
+        self.bodies: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import http.client
+        import time
+
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            self.sent += 1
+            try:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
+                conn.request("GET", self.path)
+                resp = conn.getresponse()
+                body = resp.read().decode(errors="replace").strip()
+                conn.close()
+                if resp.status != 200:
+                    self.failed += 1
+                    self.errors.append(f"{resp.status}")
+                else:
+                    self.bodies[body] = self.bodies.get(body, 0) + 1
+            except OSError as exc:
+                self.failed += 1
+                self.errors.append(type(exc).__name__)
+            next_at += self.interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)

@@ -57,8 +57,9 @@ def split_repository(ref: str) -> str:
 
 
 def _registry_host(ref: str) -> str | None:
+    """The registry to pull ``ref`` from; None for podman's local-only ``localhost/`` names."""
     first = ref.split("/", 1)[0]
-    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+    if "/" in ref and ("." in first or ":" in first):
         return first
     return None
 
@@ -107,7 +108,7 @@ class PodmanTarget:
             tls = [] if not _insecure(ref) else ["--tls-verify=false"]
             pull = self._run("pull", "-q", *tls, ref, check=False, timeout=self.pull_timeout)
             if pull.returncode != 0:
-                raise ImageNotFound(f"image {ref} is not in local storage and cannot be pulled: "
+                raise ImageNotFound(f"image {ref} does not exist in local storage and cannot be pulled: "
                                     f"{pull.stderr.strip().splitlines()[-1] if pull.stderr.strip() else 'error'}")
             proc = self._run("image", "inspect", ref, check=False, timeout=30)
         if proc.returncode != 0:
@@ -217,7 +218,8 @@ class PodmanTarget:
             return Check(WAIT, f"container {state['container']} is {status}")
         if restarts > int(state.get("restarts", 0)):
             state["restarts"] = restarts
-            return Check(FAIL, f"container {state['container']} restarted ({restarts} restarts)")
+            return Check(FAIL, f"container {state['container']} restarted ({restarts} restarts, "
+                               f"last exit code {st.get('ExitCode')})")
         if (info.get("Config") or {}).get("Healthcheck"):
             hc = self._run("healthcheck", "run", state["container"], check=False, timeout=30)
             if hc.returncode != 0:
