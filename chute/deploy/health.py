@@ -173,7 +173,7 @@ class HealthGate:
                 if passes >= p.success_threshold:
                     return self._verdict(True, "within", "healthy", start, ticks, last)
             elif state == FATAL:
-                return self._verdict(False, "within", "the revision stopped", start, ticks, last)
+                return self._verdict(False, "within", "it cannot become healthy", start, ticks, last)
             elif state == FAIL:
                 passes, fails = 0, fails + 1
                 if fails >= p.failure_threshold:
@@ -198,7 +198,7 @@ class HealthGate:
             ticks += 1
             state = self._combine(last, serving=True)
             if state == FATAL:
-                return self._verdict(False, "stable", "the revision stopped", start, ticks, last)
+                return self._verdict(False, "stable", "it stopped being able to serve", start, ticks, last)
             if state == FAIL:
                 fails += 1
                 if fails >= p.failure_threshold:

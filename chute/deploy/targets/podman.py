@@ -123,6 +123,12 @@ class PodmanTarget:
                 raise ImageNotFound(f"image {ref} has no name; tag it (podman tag) so it can be deployed")
             repository = split_repository(repo_digests[0])
             digest = repo_digests[0].split("@", 1)[1]
+        if "@sha256:" in ref:
+            digest = "sha256:" + ref.split("@sha256:", 1)[1]
+        else:  # a pulled image: the registry's digest for this repository, not the local one
+            mine = [d for d in repo_digests if split_repository(d) == repository]
+            if mine:
+                digest = mine[0].split("@", 1)[1]
         if not digest.startswith("sha256:"):
             raise ImageNotFound(f"image {ref} has no digest in local storage")
         env = {}
