@@ -193,7 +193,7 @@ class Deployer:
         dep = self.store.update(project, environment, revision, target_state=dict(state))
         verdicts: list[dict[str, Any]] = []
         first = self._gate(target, release, state, serving=False)
-        verdicts.append(first.to_dict())
+        verdicts.append({**first.to_dict(), "decided_at": self.clock().isoformat()})
         if not first.healthy:
             # It never took traffic (podman), or Kubernetes kept the old pods (maxUnavailable 0).
             target.abort(release, state)
@@ -216,7 +216,7 @@ class Deployer:
         serving_at = self.clock()
         dep = self.store.update(project, environment, revision, serving_at=serving_at, target_state=dict(state))
         second = self._gate(target, release, state, serving=True)
-        verdicts.append(second.to_dict())
+        verdicts.append({**second.to_dict(), "decided_at": self.clock().isoformat()})
         if not second.healthy:
             if env.rollback != "auto":
                 return self.store.update(project, environment, revision, status=FAILED, health=verdicts,

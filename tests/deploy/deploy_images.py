@@ -93,6 +93,7 @@ class Load:
         self.failed = 0
         self.errors: list[str] = []
         self.bodies: dict[str, int] = {}
+        self.timeline: list[tuple[float, str]] = []  # (time.time(), body or error)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -112,11 +113,14 @@ class Load:
                 if resp.status != 200:
                     self.failed += 1
                     self.errors.append(f"{resp.status}")
+                    self.timeline.append((time.time(), f"HTTP {resp.status}"))
                 else:
                     self.bodies[body] = self.bodies.get(body, 0) + 1
+                    self.timeline.append((time.time(), body))
             except OSError as exc:
                 self.failed += 1
                 self.errors.append(type(exc).__name__)
+                self.timeline.append((time.time(), type(exc).__name__))
             next_at += self.interval
             time.sleep(max(0.0, next_at - time.monotonic()))
 
