@@ -64,23 +64,34 @@ def bench_deploys(deployer: Deployer, images: dict[str, str], runs: int) -> dict
     assert first.status == HEALTHY, first.error  # the router exists from here on
     with Load(f"http://127.0.0.1:{PORT}/") as load:
         for i in range(runs):
-            dep = deployer.deploy(PROJECT, "staging", images["v2" if i % 2 == 0 else "v1"], reason="bench",
-                                  actor="bench")
+            dep = deployer.deploy(
+                PROJECT, "staging", images["v2" if i % 2 == 0 else "v1"], reason="bench", actor="bench"
+            )
             assert dep.status == HEALTHY, dep.error
             serving.append(secs(dep.created_at, dep.serving_at))
             healthy.append(secs(dep.created_at, dep.finished_at))
         time.sleep(0.2)
     failed, sent = load.failed, load.sent
-    return {"runs": runs, "to_serving_p50": p50(serving), "to_healthy_p50": p50(healthy),
-            "to_healthy_max": max(healthy), "requests": sent, "failed": failed, "errors": load.errors[:5]}
+    return {
+        "runs": runs,
+        "to_serving_p50": p50(serving),
+        "to_healthy_p50": p50(healthy),
+        "to_healthy_max": max(healthy),
+        "requests": sent,
+        "failed": failed,
+        "errors": load.errors[:5],
+    }
 
 
 def bench_auto_rollbacks(deployer: Deployer, images: dict[str, str], runs: int) -> dict:
     server, client, failed, sent, ttr = [], [], 0, 0, []
     for _ in range(runs):
         current = deployer.store.current(PROJECT, "staging")
-        previous_body = "v1" if current.image_digest == deployer.targets["podman"].resolve_image(
-            images["v1"]).digest else "v2"
+        previous_body = (
+            "v1"
+            if current.image_digest == deployer.targets["podman"].resolve_image(images["v1"]).digest
+            else "v2"
+        )
         with Load(f"http://127.0.0.1:{PORT}/") as load:
             dep = deployer.deploy(PROJECT, "staging", images["flaky"], reason="bench", actor="bench")
             time.sleep(0.3)
@@ -92,9 +103,15 @@ def bench_auto_rollbacks(deployer: Deployer, images: dict[str, str], runs: int) 
         ttr.append(dep.time_to_restore)
         failed += load.failed
         sent += load.sent
-    return {"runs": runs, "decision_to_previous_serving_p50": p50(server), "max": max(server),
-            "client_first_previous_answer_p50": p50(client), "time_to_restore_p50": p50(ttr),
-            "requests": sent, "failed": failed}
+    return {
+        "runs": runs,
+        "decision_to_previous_serving_p50": p50(server),
+        "max": max(server),
+        "client_first_previous_answer_p50": p50(client),
+        "time_to_restore_p50": p50(ttr),
+        "requests": sent,
+        "failed": failed,
+    }
 
 
 def bench_manual_rollbacks(deployer: Deployer, images: dict[str, str], runs: int) -> dict:
@@ -110,8 +127,13 @@ def bench_manual_rollbacks(deployer: Deployer, images: dict[str, str], runs: int
             healthy.append(dep.finished_at.timestamp() - t0)
         time.sleep(0.2)
     failed, sent = load.failed, load.sent
-    return {"runs": runs, "to_serving_p50": p50(serving), "to_healthy_p50": p50(healthy), "requests": sent,
-            "failed": failed}
+    return {
+        "runs": runs,
+        "to_serving_p50": p50(serving),
+        "to_healthy_p50": p50(healthy),
+        "requests": sent,
+        "failed": failed,
+    }
 
 
 def bench_replace_baseline(images: dict[str, str], runs: int) -> dict:
@@ -146,7 +168,9 @@ spec:
             write(images["v2" if i % 2 == 0 else "v1"])
             with Load(f"http://127.0.0.1:{PORT + 1}/") as load:
                 time.sleep(0.5)
-                subprocess.run(["podman", "kube", "play", "--replace", str(kube)], check=True, capture_output=True)
+                subprocess.run(
+                    ["podman", "kube", "play", "--replace", str(kube)], check=True, capture_output=True
+                )
                 time.sleep(1.5)
             bad = [t for t, b in load.timeline if b not in ("v1", "v2")]
             gaps.append(max(bad) - min(bad) if bad else 0.0)
@@ -163,9 +187,14 @@ def main() -> None:
     ap.add_argument("--stable-for", default="3s")
     args = ap.parse_args()
     images = {v: deploy_images.build(v) for v in ("v1", "v2", "flaky")}
-    envs = parse_environments({"staging": {
-        "port": PORT, "health": {"http": HEALTH, "within": "30s", "stable_for": args.stable_for,
-                                 "interval": 0.25}}})
+    envs = parse_environments(
+        {
+            "staging": {
+                "port": PORT,
+                "health": {"http": HEALTH, "within": "30s", "stable_for": args.stable_for, "interval": 0.25},
+            }
+        }
+    )
     state = tempfile.mkdtemp(prefix="chute-bench-state-")
     target = PodmanTarget(state, extra_labels={"chute.test": "1"}, stop_timeout=1)
     deployer = Deployer(MemoryStore(), {PROJECT: envs}, {"podman": target})

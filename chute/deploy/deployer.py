@@ -83,9 +83,16 @@ class Deployer:
     ("podman", "kubernetes") to a :class:`~chute.deploy.targets.Target`.
     """
 
-    def __init__(self, store: DeploymentStore, environments: EnvironmentsSource,
-                 targets: Mapping[str, Target], *, clock: Callable[[], datetime] = utcnow,
-                 lock_ttl: float = 3600.0, workdir: str = ".") -> None:
+    def __init__(
+        self,
+        store: DeploymentStore,
+        environments: EnvironmentsSource,
+        targets: Mapping[str, Target],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        lock_ttl: float = 3600.0,
+        workdir: str = ".",
+    ) -> None:
         self.store = store
         self._environments = environments
         self.targets = dict(targets)
@@ -98,21 +105,28 @@ class Deployer:
     # ------------------------------------------------------------------ lookups
 
     def environments(self, project: str) -> Mapping[str, Environment]:
-        envs = self._environments(project) if callable(self._environments) else \
-            self._environments.get(project, {})
+        envs = (
+            self._environments(project)
+            if callable(self._environments)
+            else self._environments.get(project, {})
+        )
         return envs
 
     def environment(self, project: str, name: str) -> Environment:
         envs = self.environments(project)
         if name not in envs:
             known = ", ".join(envs) or "none"
-            raise DeployError(f"project {project} has no environment `{name}` (known: {known}); "
-                              "add it under `environments` in .pipeline/config.yaml")
+            raise DeployError(
+                f"project {project} has no environment `{name}` (known: {known}); "
+                "add it under `environments` in .pipeline/config.yaml"
+            )
         return envs[name]
 
     def target_for(self, env: Environment) -> Target:
         if env.target not in self.targets:
-            raise DeployError(f"environment {env.name} uses the {env.target} target, which is not configured here")
+            raise DeployError(
+                f"environment {env.name} uses the {env.target} target, which is not configured here"
+            )
         return self.targets[env.target]
 
     def history(self, project: str, environment: str, limit: int | None = None) -> list[Deployment]:
@@ -121,10 +135,20 @@ class Deployer:
 
     # ------------------------------------------------------------------ deploy
 
-    def deploy(self, project: str, environment: str, image: str, *, reason: str, actor: str,
-               source_run: str | None = None, order_key: str | None = None,
-               override_freeze: bool = False, allow_older: bool = False, cascade: bool = False,
-               ) -> Deployment:
+    def deploy(
+        self,
+        project: str,
+        environment: str,
+        image: str,
+        *,
+        reason: str,
+        actor: str,
+        source_run: str | None = None,
+        order_key: str | None = None,
+        override_freeze: bool = False,
+        allow_older: bool = False,
+        cascade: bool = False,
+    ) -> Deployment:
         """Deploy ``image`` (a tag or digest reference) and return the finished Deployment.
 
         Raises DeployBlocked, DeployBusy, OutdatedImage or DeployError before
@@ -137,27 +161,57 @@ class Deployer:
         override = self._check_calendar(env, override_freeze, actor, reason)
         with self._locked(project, environment):
             current = self.store.current(project, environment)
-            if (current and order_key and current.order_key and order_key < current.order_key
-                    and not allow_older):
+            if (
+                current
+                and order_key
+                and current.order_key
+                and order_key < current.order_key
+                and not allow_older
+            ):
                 raise OutdatedImage(
                     f"{image} ({order_key}) is older than revision {current.revision} "
                     f"({current.image_ref}, {current.order_key}) that {environment} runs; "
-                    "use rollback to go back to an earlier revision")
+                    "use rollback to go back to an earlier revision"
+                )
             revision = self.store.next_revision(project, environment)
-            dep = Deployment(project=project, environment=environment, revision=revision, image_ref=image,
-                             image_digest=None, status=PENDING, kind=KIND_DEPLOY, actor=actor, reason=reason,
-                             source_run=source_run, order_key=order_key, target=target.name,
-                             created_at=self.clock(), freeze_override=override)
+            dep = Deployment(
+                project=project,
+                environment=environment,
+                revision=revision,
+                image_ref=image,
+                image_digest=None,
+                status=PENDING,
+                kind=KIND_DEPLOY,
+                actor=actor,
+                reason=reason,
+                source_run=source_run,
+                order_key=order_key,
+                target=target.name,
+                created_at=self.clock(),
+                freeze_override=override,
+            )
             self.store.record(dep)
             try:
                 resolved = target.resolve_image(image)
                 release = self._render(project, env, revision, resolved)
             except (ImageNotFound, mf.ManifestError, HelmUnavailable, HelmError, TargetError) as exc:
-                return self.store.update(project, environment, revision, status=FAILED,
-                                         error=_first_line(exc), finished_at=self.clock())
-            dep = self.store.update(project, environment, revision, image_digest=resolved.digest,
-                                    manifests=mf.to_yaml(release.manifests), status=DEPLOYING,
-                                    started_at=self.clock())
+                return self.store.update(
+                    project,
+                    environment,
+                    revision,
+                    status=FAILED,
+                    error=_first_line(exc),
+                    finished_at=self.clock(),
+                )
+            dep = self.store.update(
+                project,
+                environment,
+                revision,
+                image_digest=resolved.digest,
+                manifests=mf.to_yaml(release.manifests),
+                status=DEPLOYING,
+                started_at=self.clock(),
+            )
             result = self._roll_out(dep, release, current, target)
         if cascade and result.status == HEALTHY:
             self.promote_from(project, environment, result)
@@ -167,18 +221,33 @@ class Deployer:
         port = mf.container_port_for(env, image.env)
         if env.chart is not None:
             values = chart_values(image.repository, image.digest, env.raw_values)
-            text = render_chart(env.chart, mf.app_name(project, env.name), mf.namespace_for(project, env),
-                                values, workdir=self.workdir)
+            text = render_chart(
+                env.chart,
+                mf.app_name(project, env.name),
+                mf.namespace_for(project, env),
+                values,
+                workdir=self.workdir,
+            )
             docs = mf.from_yaml(text)
         else:
-            docs = mf.render(mf.RenderInput(project=project, env=env, revision=revision,
-                                            image=image.by_digest, image_ref=image.ref, container_port=port))
+            docs = mf.render(
+                mf.RenderInput(
+                    project=project,
+                    env=env,
+                    revision=revision,
+                    image=image.by_digest,
+                    image_ref=image.ref,
+                    container_port=port,
+                )
+            )
         mf.validate(docs)
-        return Release(project=project, env=env, revision=revision, image=image, manifests=docs,
-                       container_port=port)
+        return Release(
+            project=project, env=env, revision=revision, image=image, manifests=docs, container_port=port
+        )
 
-    def _roll_out(self, dep: Deployment, release: Release, previous: Deployment | None,
-                  target: Target) -> Deployment:
+    def _roll_out(
+        self, dep: Deployment, release: Release, previous: Deployment | None, target: Target
+    ) -> Deployment:
         """Start, gate, switch, watch; restore ``previous`` when the new revision is not healthy."""
         project, environment, revision = dep.project, dep.environment, dep.revision
         env = release.env
@@ -187,9 +256,15 @@ class Deployer:
         except TargetError as exc:
             # The target failed mid-deploy; on podman the serving revision was never touched.
             restored = self._restore(previous, env, target) if env.rollback == "auto" else None
-            return self.store.update(project, environment, revision, status=FAILED,
-                                     error=f"the target failed: {_first_line(exc)}", finished_at=self.clock(),
-                                     restored_revision=restored)
+            return self.store.update(
+                project,
+                environment,
+                revision,
+                status=FAILED,
+                error=f"the target failed: {_first_line(exc)}",
+                finished_at=self.clock(),
+                restored_revision=restored,
+            )
         dep = self.store.update(project, environment, revision, target_state=dict(state))
         verdicts: list[dict[str, Any]] = []
         first = self._gate(target, release, state, serving=False)
@@ -202,37 +277,68 @@ class Deployer:
                 restored = self._restore(previous, env, target)
             elif previous is not None and target.name == "podman":
                 restored = previous.revision  # it kept serving all along
-            return self.store.update(project, environment, revision, status=FAILED, health=verdicts,
-                                     error=f"not healthy: {first.reason}", finished_at=self.clock(),
-                                     restored_revision=restored, time_to_restore=0.0 if restored else None)
+            return self.store.update(
+                project,
+                environment,
+                revision,
+                status=FAILED,
+                health=verdicts,
+                error=f"not healthy: {first.reason}",
+                finished_at=self.clock(),
+                restored_revision=restored,
+                time_to_restore=0.0 if restored else None,
+            )
         try:
             target.switch(release, state)
         except TargetError as exc:
             target.abort(release, state)
             restored = self._restore(previous, env, target)
-            return self.store.update(project, environment, revision, status=FAILED, health=verdicts,
-                                     error=f"the target failed: {_first_line(exc)}", finished_at=self.clock(),
-                                     restored_revision=restored)
+            return self.store.update(
+                project,
+                environment,
+                revision,
+                status=FAILED,
+                health=verdicts,
+                error=f"the target failed: {_first_line(exc)}",
+                finished_at=self.clock(),
+                restored_revision=restored,
+            )
         serving_at = self.clock()
-        dep = self.store.update(project, environment, revision, serving_at=serving_at, target_state=dict(state))
+        dep = self.store.update(
+            project, environment, revision, serving_at=serving_at, target_state=dict(state)
+        )
         second = self._gate(target, release, state, serving=True)
         verdicts.append({**second.to_dict(), "decided_at": self.clock().isoformat()})
         if not second.healthy:
             if env.rollback != "auto":
-                return self.store.update(project, environment, revision, status=FAILED, health=verdicts,
-                                         error=f"not healthy while serving: {second.reason} "
-                                               "(rollback: manual, so it still serves)",
-                                         finished_at=self.clock())
+                return self.store.update(
+                    project,
+                    environment,
+                    revision,
+                    status=FAILED,
+                    health=verdicts,
+                    error=f"not healthy while serving: {second.reason} "
+                    "(rollback: manual, so it still serves)",
+                    finished_at=self.clock(),
+                )
             restored = self._restore(previous, env, target)
             restored_at = self.clock()
             if restored is not None:
                 target.abort(release, state)
             return self.store.update(
-                project, environment, revision, status=FAILED, health=verdicts, finished_at=restored_at,
-                error=f"not healthy while serving: {second.reason}", restored_revision=restored,
-                time_to_restore=(restored_at - serving_at).total_seconds() if restored is not None else None)
-        dep = self.store.update(project, environment, revision, status=HEALTHY, health=verdicts,
-                                finished_at=self.clock())
+                project,
+                environment,
+                revision,
+                status=FAILED,
+                health=verdicts,
+                finished_at=restored_at,
+                error=f"not healthy while serving: {second.reason}",
+                restored_revision=restored,
+                time_to_restore=(restored_at - serving_at).total_seconds() if restored is not None else None,
+            )
+        dep = self.store.update(
+            project, environment, revision, status=HEALTHY, health=verdicts, finished_at=self.clock()
+        )
         if previous is not None:
             self.store.update(project, environment, previous.revision, status=SUPERSEDED)
             with contextlib.suppress(TargetError):
@@ -277,13 +383,27 @@ class Deployer:
                 port = ports[0]["containerPort"]
         repository, _, digest = dep.image.partition("@")
         image = ResolvedImage(ref=dep.image_ref, repository=repository, digest=digest or "")
-        return Release(project=dep.project, env=env, revision=dep.revision, image=image, manifests=docs,
-                       container_port=port)
+        return Release(
+            project=dep.project,
+            env=env,
+            revision=dep.revision,
+            image=image,
+            manifests=docs,
+            container_port=port,
+        )
 
     # ------------------------------------------------------------------ rollback
 
-    def rollback(self, project: str, environment: str, to_revision: int | None = None, *, actor: str,
-                 reason: str, override_freeze: bool = False) -> Deployment:
+    def rollback(
+        self,
+        project: str,
+        environment: str,
+        to_revision: int | None = None,
+        *,
+        actor: str,
+        reason: str,
+        override_freeze: bool = False,
+    ) -> Deployment:
         """Serve an earlier revision again (default: the last healthy one with another image).
 
         The rollback is a new revision that re-applies the earlier revision's
@@ -300,31 +420,56 @@ class Deployer:
                 if chosen is None:
                     raise DeployError(f"{environment} has no revision {to_revision}")
                 if chosen.status not in (HEALTHY, SUPERSEDED, ROLLED_BACK) or not chosen.manifests:
-                    raise DeployError(f"revision {to_revision} of {environment} never became healthy "
-                                      f"(status {chosen.status}); choose a revision that did")
+                    raise DeployError(
+                        f"revision {to_revision} of {environment} never became healthy "
+                        f"(status {chosen.status}); choose a revision that did"
+                    )
                 if current is not None and chosen.revision == current.revision:
                     raise DeployError(f"revision {to_revision} already serves {environment}")
             else:
                 chosen = self._rollback_candidate(project, environment, current)
             revision = self.store.next_revision(project, environment)
-            dep = Deployment(project=project, environment=environment, revision=revision,
-                             image_ref=chosen.image_ref, image_digest=chosen.image_digest, status=DEPLOYING,
-                             kind=KIND_ROLLBACK, actor=actor, reason=reason, order_key=chosen.order_key,
-                             target=target.name, created_at=self.clock(), started_at=self.clock(),
-                             rollback_of=current.revision if current else None, manifests=chosen.manifests,
-                             freeze_override=override)
+            dep = Deployment(
+                project=project,
+                environment=environment,
+                revision=revision,
+                image_ref=chosen.image_ref,
+                image_digest=chosen.image_digest,
+                status=DEPLOYING,
+                kind=KIND_ROLLBACK,
+                actor=actor,
+                reason=reason,
+                order_key=chosen.order_key,
+                target=target.name,
+                created_at=self.clock(),
+                started_at=self.clock(),
+                rollback_of=current.revision if current else None,
+                manifests=chosen.manifests,
+                freeze_override=override,
+            )
             self.store.record(dep)
             old = self._release_of(chosen, env)
-            release = Release(project=project, env=env, revision=revision, image=old.image,
-                              manifests=old.manifests, container_port=old.container_port)
+            release = Release(
+                project=project,
+                env=env,
+                revision=revision,
+                image=old.image,
+                manifests=old.manifests,
+                container_port=old.container_port,
+            )
             # A rollback that fails must leave the current revision serving: no auto-restore of a
             # revision we are moving away from, except to put it back.
             result = self._roll_out(dep, release, current, target)
             if result.status == HEALTHY and current is not None:
                 now = self.clock()
                 served = current.serving_at or current.finished_at or now
-                self.store.update(project, environment, current.revision, status=ROLLED_BACK,
-                                  time_to_restore=(now - served).total_seconds())
+                self.store.update(
+                    project,
+                    environment,
+                    current.revision,
+                    status=ROLLED_BACK,
+                    time_to_restore=(now - served).total_seconds(),
+                )
             return self.store.get(project, environment, revision) or result
 
     def _rollback_candidate(self, project: str, environment: str, current: Deployment | None) -> Deployment:
@@ -339,8 +484,9 @@ class Deployer:
 
     # ------------------------------------------------------------------ promotion
 
-    def promote_from(self, project: str, environment: str, deployment: Deployment, *,
-                     actor: str = "chute") -> list[Outcome]:
+    def promote_from(
+        self, project: str, environment: str, deployment: Deployment, *, actor: str = "chute"
+    ) -> list[Outcome]:
         """Deploy a healthy revision's image to every auto environment that comes ``after`` it."""
         outcomes: list[Outcome] = []
         envs = self.environments(project)
@@ -348,15 +494,30 @@ class Deployer:
             nxt = envs[name]
             if nxt.after != environment or not nxt.auto:
                 continue
-            outcomes.extend(self._promote_one(project, name, deployment, actor=actor,
-                                              reason=f"promoted from {environment} revision {deployment.revision}"))
+            outcomes.extend(
+                self._promote_one(
+                    project,
+                    name,
+                    deployment,
+                    actor=actor,
+                    reason=f"promoted from {environment} revision {deployment.revision}",
+                )
+            )
         return outcomes
 
-    def _promote_one(self, project: str, name: str, source: Deployment, *, actor: str,
-                     reason: str) -> list[Outcome]:
+    def _promote_one(
+        self, project: str, name: str, source: Deployment, *, actor: str, reason: str
+    ) -> list[Outcome]:
         try:
-            dep = self.deploy(project, name, source.image, reason=reason, actor=actor,
-                              source_run=source.source_run, order_key=source.order_key)
+            dep = self.deploy(
+                project,
+                name,
+                source.image,
+                reason=reason,
+                actor=actor,
+                source_run=source.source_run,
+                order_key=source.order_key,
+            )
         except DeployError as exc:
             return [Outcome(name, None, blocked=str(exc))]
         outcomes = [Outcome(name, dep)]
@@ -364,8 +525,17 @@ class Deployer:
             outcomes.extend(self.promote_from(project, name, dep, actor=actor))
         return outcomes
 
-    def on_published(self, project: str, pipeline: str, image: str, *, branch: str, actor: str = "chute",
-                     source_run: str | None = None, order_key: str | None = None) -> list[Outcome]:
+    def on_published(
+        self,
+        project: str,
+        pipeline: str,
+        image: str,
+        *,
+        branch: str,
+        actor: str = "chute",
+        source_run: str | None = None,
+        order_key: str | None = None,
+    ) -> list[Outcome]:
         """A pipeline published ``image`` on ``branch``: deploy it where ``auto`` + ``from`` say so."""
         outcomes: list[Outcome] = []
         envs = self.environments(project)
@@ -374,8 +544,15 @@ class Deployer:
             if not (env.auto and env.from_pipeline == pipeline and env.branch == branch):
                 continue
             try:
-                dep = self.deploy(project, name, image, reason=f"published by pipeline {pipeline} on {branch}",
-                                  actor=actor, source_run=source_run, order_key=order_key)
+                dep = self.deploy(
+                    project,
+                    name,
+                    image,
+                    reason=f"published by pipeline {pipeline} on {branch}",
+                    actor=actor,
+                    source_run=source_run,
+                    order_key=order_key,
+                )
             except DeployError as exc:
                 outcomes.append(Outcome(name, None, blocked=str(exc)))
                 continue
@@ -386,19 +563,28 @@ class Deployer:
 
     # ------------------------------------------------------------------ guards
 
-    def _check_calendar(self, env: Environment, override: bool, actor: str, reason: str) -> dict[str, Any] | None:
+    def _check_calendar(
+        self, env: Environment, override: bool, actor: str, reason: str
+    ) -> dict[str, Any] | None:
         now = self.clock()
         window = active_freeze(env, now)
         closed = outside_windows(env, now)
         if window is None and not closed:
             return None
-        what = (f"frozen from {window.describe()}" if window else
-                "outside its deploy windows (" + "; ".join(w.describe() for w in env.windows) + ")")
+        what = (
+            f"frozen from {window.describe()}"
+            if window
+            else "outside its deploy windows (" + "; ".join(w.describe() for w in env.windows) + ")"
+        )
         if not override:
-            raise DeployBlocked(f"environment {env.name} is {what}; deploy after that, or override the "
-                                "freeze with a reason (override_freeze=True / --override-freeze)")
+            raise DeployBlocked(
+                f"environment {env.name} is {what}; deploy after that, or override the "
+                "freeze with a reason (override_freeze=True / --override-freeze)"
+            )
         if not actor or not reason.strip():
-            raise DeployBlocked(f"environment {env.name} is {what}: overriding it needs an actor and a reason")
+            raise DeployBlocked(
+                f"environment {env.name} is {what}: overriding it needs an actor and a reason"
+            )
         return {"what": what, "actor": actor, "reason": reason, "at": now.isoformat()}
 
     @contextlib.contextmanager
@@ -410,8 +596,10 @@ class Deployer:
         owner = f"{uuid.uuid4()}"
         try:
             if not self.store.try_lock(project, environment, owner, self.lock_ttl):
-                raise DeployBusy(f"a deploy of {project}/{environment} is already running (in another "
-                                 "process); wait for it to finish")
+                raise DeployBusy(
+                    f"a deploy of {project}/{environment} is already running (in another "
+                    "process); wait for it to finish"
+                )
             try:
                 yield
             finally:

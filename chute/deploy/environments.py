@@ -24,12 +24,34 @@ ROLLBACK_MODES = ("auto", "manual")
 DEFAULT_CONTAINER_PORT = 8080
 
 _ENV_KEYS = (
-    "target", "port", "context", "namespace", "kubeconfig", "auto", "from", "branch", "after",
-    "health", "rollback", "values", "freeze", "windows", "chart",
+    "target",
+    "port",
+    "context",
+    "namespace",
+    "kubeconfig",
+    "auto",
+    "from",
+    "branch",
+    "after",
+    "health",
+    "rollback",
+    "values",
+    "freeze",
+    "windows",
+    "chart",
 )
 _HEALTH_KEYS = (
-    "http", "url", "expect", "within", "stable_for", "interval", "timeout",
-    "success_threshold", "failure_threshold", "container", "prometheus",
+    "http",
+    "url",
+    "expect",
+    "within",
+    "stable_for",
+    "interval",
+    "timeout",
+    "success_threshold",
+    "failure_threshold",
+    "container",
+    "prometheus",
 )
 _PROM_KEYS = ("url", "query", "max", "min", "no_data")
 _VALUES_KEYS = ("port", "env", "replicas", "resources")
@@ -219,10 +241,9 @@ def _parse_timestamp(value: Any) -> datetime:
 
 
 def _parse_clock(value: Any) -> time:
-    if isinstance(value, int) and not isinstance(value, bool):
-        # YAML 1.1 reads 09:00 as sexagesimal 540; accept it as minutes.
-        if 0 <= value < 24 * 60:
-            return time(value // 60, value % 60)
+    # YAML 1.1 reads an unquoted 09:00 as the sexagesimal number 540: accept it as minutes.
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        return time(value // 60, value % 60)
     if isinstance(value, str):
         m = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
         if m and int(m.group(1)) < 24 and int(m.group(2)) < 60:
@@ -241,8 +262,9 @@ class _Parser:
         self.prefix = prefix
         self.problems: list[Problem] = []
 
-    def error(self, path: Sequence[str | int], message: str, hint: str | None = None,
-              *, at_key: bool = False) -> None:
+    def error(
+        self, path: Sequence[str | int], message: str, hint: str | None = None, *, at_key: bool = False
+    ) -> None:
         full = (*self.prefix, *path)
         if self.doc is not None:
             self.problems.append(self.doc.problem(full, message, hint, at_key=at_key))
@@ -264,8 +286,15 @@ class _Parser:
                 hint = f"did you mean `{close[0]}`?" if close else "known keys: " + ", ".join(allowed)
                 self.error((*path, key), f"unknown key `{key}`", hint, at_key=True)
 
-    def duration(self, data: Mapping[str, Any], key: str, path: Sequence[str | int], default: float,
-                 *, positive: bool = False) -> float:
+    def duration(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: Sequence[str | int],
+        default: float,
+        *,
+        positive: bool = False,
+    ) -> float:
         if key not in data or data[key] is None:
             return default
         try:
@@ -278,8 +307,15 @@ class _Parser:
             return default
         return seconds
 
-    def integer(self, data: Mapping[str, Any], key: str, path: Sequence[str | int], default: int | None,
-                lo: int, hi: int) -> int | None:
+    def integer(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: Sequence[str | int],
+        default: int | None,
+        lo: int,
+        hi: int,
+    ) -> int | None:
         if key not in data or data[key] is None:
             return default
         value = data[key]
@@ -302,8 +338,13 @@ class _Parser:
             return default
         return data[key]
 
-    def string(self, data: Mapping[str, Any], key: str, path: Sequence[str | int],
-               choices: Sequence[str] | None = None) -> str | None:
+    def string(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        path: Sequence[str | int],
+        choices: Sequence[str] | None = None,
+    ) -> str | None:
         if key not in data or data[key] is None:
             return None
         value = data[key]
@@ -332,8 +373,11 @@ class _Parser:
             elif isinstance(raw, str) and raw.startswith("/"):
                 http = raw
             else:
-                self.error((*path, "http"), "must be a path starting with / (or false to skip HTTP probes)",
-                           "for example http: /healthz")
+                self.error(
+                    (*path, "http"),
+                    "must be a path starting with / (or false to skip HTTP probes)",
+                    "for example http: /healthz",
+                )
         url = self.string(data, "url", path)
         if url is not None and not re.match(r"^https?://", url):
             self.error((*path, "url"), "must be an absolute http:// or https:// URL")
@@ -358,14 +402,27 @@ class _Parser:
         failure = self.integer(data, "failure_threshold", path, 3, 1, 100) or 3
         container = self.boolean(data, "container", path, True)
         if interval > within:
-            self.error((*path, "interval"), f"the probe interval ({interval:g}s) is longer than "
-                       f"`within` ({within:g}s), so no probe would run in time")
+            self.error(
+                (*path, "interval"),
+                f"the probe interval ({interval:g}s) is longer than "
+                f"`within` ({within:g}s), so no probe would run in time",
+            )
         prometheus = None
         if data.get("prometheus") is not None:
             prometheus = self.prometheus(data["prometheus"], (*path, "prometheus"))
-        return HealthPolicy(http=http, url=url, expect=expect, within=within, stable_for=stable_for,
-                            interval=interval, timeout=timeout, success_threshold=success,
-                            failure_threshold=failure, container=container, prometheus=prometheus)
+        return HealthPolicy(
+            http=http,
+            url=url,
+            expect=expect,
+            within=within,
+            stable_for=stable_for,
+            interval=interval,
+            timeout=timeout,
+            success_threshold=success,
+            failure_threshold=failure,
+            container=container,
+            prometheus=prometheus,
+        )
 
     def prometheus(self, value: Any, path: tuple[str | int, ...]) -> PrometheusCheck | None:
         data = self.mapping(value, path, "prometheus")
@@ -403,8 +460,9 @@ class _Parser:
         no_data = self.string(data, "no_data", path, ("fail", "pass")) or "fail"
         if not ok:
             return None
-        return PrometheusCheck(url=url or "", query=query or "", max=bounds["max"], min=bounds["min"],
-                               no_data=no_data)
+        return PrometheusCheck(
+            url=url or "", query=query or "", max=bounds["max"], min=bounds["min"], no_data=no_data
+        )
 
     def values(self, value: Any, path: tuple[str | int, ...], strict: bool) -> Values:
         data = self.mapping(value, path, "values")
@@ -423,8 +481,12 @@ class _Parser:
             else:
                 for k, v in raw_env.items():
                     if not _ENV_NAME_RE.match(str(k)):
-                        self.error((*path, "env", k), f"`{k}` is not a valid environment variable name",
-                                   "use letters, digits and _, not starting with a digit", at_key=True)
+                        self.error(
+                            (*path, "env", k),
+                            f"`{k}` is not a valid environment variable name",
+                            "use letters, digits and _, not starting with a digit",
+                            at_key=True,
+                        )
                     elif isinstance(v, dict | list):
                         self.error((*path, "env", k), "must be a plain value, not " + _kind(v))
                     else:
@@ -432,7 +494,9 @@ class _Parser:
         resources = Resources()
         if data.get("resources") is not None:
             resources = self.resources(data["resources"], (*path, "resources"))
-        return Values(port=port, env=env, replicas=replicas if replicas is not None else 1, resources=resources)
+        return Values(
+            port=port, env=env, replicas=replicas if replicas is not None else 1, resources=resources
+        )
 
     def resources(self, value: Any, path: tuple[str | int, ...]) -> Resources:
         data = self.mapping(value, path, "resources")
@@ -451,8 +515,11 @@ class _Parser:
                     continue
                 text = str(sub[name]).strip()
                 if not _QUANTITY_RE.match(text):
-                    self.error((*path, section, name), f"{sub[name]!r} is not a Kubernetes quantity",
-                               "for example 250m or 0.5 (cpu), 64Mi or 1Gi (memory)")
+                    self.error(
+                        (*path, section, name),
+                        f"{sub[name]!r} is not a Kubernetes quantity",
+                        "for example 250m or 0.5 (cpu), 64Mi or 1Gi (memory)",
+                    )
                 else:
                     out[section][name] = text
         return Resources(requests=out["requests"], limits=out["limits"])
@@ -461,8 +528,11 @@ class _Parser:
         if value is None:
             return ()
         if not isinstance(value, list):
-            self.error(path, f"must be a list of {{from, to}} windows, not {_kind(value)}",
-                       'for example freeze: [{from: "2026-12-24T00:00:00Z", to: "2026-12-27T00:00:00Z"}]')
+            self.error(
+                path,
+                f"must be a list of {{from, to}} windows, not {_kind(value)}",
+                'for example freeze: [{from: "2026-12-24T00:00:00Z", to: "2026-12-27T00:00:00Z"}]',
+            )
             return ()
         windows = []
         for i, item in enumerate(value):
@@ -483,19 +553,29 @@ class _Parser:
             reason = data.get("reason")
             if len(bounds) == 2:
                 if bounds["from"] >= bounds["to"]:
-                    self.error((*ipath, "to"), f"the window ends ({bounds['to'].isoformat()}) before or when "
-                               f"it starts ({bounds['from'].isoformat()})", "`to` must be later than `from`")
+                    self.error(
+                        (*ipath, "to"),
+                        f"the window ends ({bounds['to'].isoformat()}) before or when "
+                        f"it starts ({bounds['from'].isoformat()})",
+                        "`to` must be later than `from`",
+                    )
                 else:
-                    windows.append(FreezeWindow(bounds["from"], bounds["to"],
-                                                str(reason) if reason is not None else None))
+                    windows.append(
+                        FreezeWindow(
+                            bounds["from"], bounds["to"], str(reason) if reason is not None else None
+                        )
+                    )
         return tuple(windows)
 
     def windows(self, value: Any, path: tuple[str | int, ...]) -> tuple[DeployWindow, ...]:
         if value is None:
             return ()
         if not isinstance(value, list):
-            self.error(path, f"must be a list of {{days, from, to}} windows, not {_kind(value)}",
-                       'for example windows: [{days: [mon, tue, wed, thu], from: "09:00", to: "16:00"}]')
+            self.error(
+                path,
+                f"must be a list of {{days, from, to}} windows, not {_kind(value)}",
+                'for example windows: [{days: [mon, tue, wed, thu], from: "09:00", to: "16:00"}]',
+            )
             return ()
         out = []
         for i, item in enumerate(value):
@@ -532,11 +612,16 @@ class _Parser:
             try:
                 ZoneInfo(tz)
             except (ZoneInfoNotFoundError, ValueError):
-                self.error((*ipath, "timezone"), f"unknown time zone {tz!r}", "for example UTC or Europe/Berlin")
+                self.error(
+                    (*ipath, "timezone"), f"unknown time zone {tz!r}", "for example UTC or Europe/Berlin"
+                )
                 ok = False
             if ok and clock["from"] >= clock["to"]:
-                self.error((*ipath, "to"), "the window ends before or when it starts",
-                           "`to` must be later than `from` on the same day")
+                self.error(
+                    (*ipath, "to"),
+                    "the window ends before or when it starts",
+                    "`to` must be later than `from` on the same day",
+                )
                 ok = False
             if ok:
                 out.append(DeployWindow(frozenset(days), clock["from"], clock["to"], tz))
@@ -549,8 +634,12 @@ class _Parser:
         if data is None:
             return None
         self.known_keys(data, _CHART_KEYS, path)
-        ref = ChartRef(path=self.string(data, "path", path), name=self.string(data, "name", path),
-                       repo=self.string(data, "repo", path), version=self.string(data, "version", path))
+        ref = ChartRef(
+            path=self.string(data, "path", path),
+            name=self.string(data, "name", path),
+            repo=self.string(data, "repo", path),
+            version=self.string(data, "version", path),
+        )
         if not ref.path and not ref.name:
             self.error(path, "give the chart's `path` (in the repository) or its `name` (with `repo`)")
             return None
@@ -559,8 +648,12 @@ class _Parser:
     def environment(self, name: str, value: Any, pipelines: Collection[str] | None) -> Environment | None:
         path: tuple[str | int, ...] = (name,)
         if not _NAME_RE.match(name):
-            self.error(path, f"`{name}` is not a valid environment name",
-                       "use lower-case letters, digits and -, at most 40 characters", at_key=True)
+            self.error(
+                path,
+                f"`{name}` is not a valid environment name",
+                "use lower-case letters, digits and -, at most 40 characters",
+                at_key=True,
+            )
         data = self.mapping(value, path, f"environment `{name}`")
         if data is None:
             return None
@@ -569,31 +662,53 @@ class _Parser:
         target = self.string(data, "target", path, TARGETS) or ("kubernetes" if context else "podman")
         port = self.integer(data, "port", path, None, 1, 65535)
         if target == "podman" and port is None and "port" not in data:
-            self.error(path, "the podman target needs `port`: the host port the service is reached on",
-                       "for example port: 18181 (it listens on 127.0.0.1)")
+            self.error(
+                path,
+                "the podman target needs `port`: the host port the service is reached on",
+                "for example port: 18181 (it listens on 127.0.0.1)",
+            )
         namespace = self.string(data, "namespace", path)
         if namespace is not None and not _NAME_RE.match(namespace):
-            self.error((*path, "namespace"), f"`{namespace}` is not a valid Kubernetes namespace",
-                       "use lower-case letters, digits and -")
+            self.error(
+                (*path, "namespace"),
+                f"`{namespace}` is not a valid Kubernetes namespace",
+                "use lower-case letters, digits and -",
+            )
         if target == "podman":
             for key in ("context", "namespace", "kubeconfig"):
                 if key in data:
-                    self.error((*path, key), f"`{key}` applies only to the kubernetes target",
-                               "add target: kubernetes, or remove this key", at_key=True)
+                    self.error(
+                        (*path, key),
+                        f"`{key}` applies only to the kubernetes target",
+                        "add target: kubernetes, or remove this key",
+                        at_key=True,
+                    )
         auto = self.boolean(data, "auto", path, False)
         from_pipeline = self.string(data, "from", path)
         after = self.string(data, "after", path)
         if from_pipeline and pipelines is not None and from_pipeline not in pipelines:
             close = difflib.get_close_matches(from_pipeline, list(pipelines), n=1, cutoff=0.6)
-            self.error((*path, "from"), f"no pipeline is named `{from_pipeline}`",
-                       f"did you mean `{close[0]}`?" if close else
-                       "known pipelines: " + (", ".join(pipelines) or "none"))
+            self.error(
+                (*path, "from"),
+                f"no pipeline is named `{from_pipeline}`",
+                f"did you mean `{close[0]}`?"
+                if close
+                else "known pipelines: " + (", ".join(pipelines) or "none"),
+            )
         if from_pipeline and after:
-            self.error((*path, "after"), "give either `from` (deploy what a pipeline publishes) or `after` "
-                       "(promote from another environment), not both", at_key=True)
+            self.error(
+                (*path, "after"),
+                "give either `from` (deploy what a pipeline publishes) or `after` "
+                "(promote from another environment), not both",
+                at_key=True,
+            )
         if auto and not from_pipeline and not after:
-            self.error((*path, "auto"), "auto: true needs `from` (the pipeline whose images are deployed) "
-                       "or `after` (the environment to promote from)", at_key=True)
+            self.error(
+                (*path, "auto"),
+                "auto: true needs `from` (the pipeline whose images are deployed) "
+                "or `after` (the environment to promote from)",
+                at_key=True,
+            )
         branch = self.string(data, "branch", path) or "main"
         health = self.health(data.get("health"), (*path, "health"))
         rollback = self.string(data, "rollback", path, ROLLBACK_MODES) or "auto"
@@ -601,15 +716,31 @@ class _Parser:
         raw_values = data.get("values") if isinstance(data.get("values"), dict) else {}
         values = self.values(data.get("values"), (*path, "values"), strict=chart is None)
         if target == "podman" and values.replicas > 1:
-            self.error((*path, "values", "replicas"), "the podman target runs one replica per revision",
-                       "use replicas: 1, or the kubernetes target")
+            self.error(
+                (*path, "values", "replicas"),
+                "the podman target runs one replica per revision",
+                "use replicas: 1, or the kubernetes target",
+            )
         freeze = self.freeze(data.get("freeze"), (*path, "freeze"))
         windows = self.windows(data.get("windows"), (*path, "windows"))
         return Environment(
-            name=name, target=target, port=port, context=context, namespace=namespace,
-            kubeconfig=self.string(data, "kubeconfig", path), auto=auto, from_pipeline=from_pipeline,
-            branch=branch, after=after, health=health, rollback=rollback, values=values,
-            raw_values=raw_values or {}, freeze=freeze, windows=windows, chart=chart,
+            name=name,
+            target=target,
+            port=port,
+            context=context,
+            namespace=namespace,
+            kubeconfig=self.string(data, "kubeconfig", path),
+            auto=auto,
+            from_pipeline=from_pipeline,
+            branch=branch,
+            after=after,
+            health=health,
+            rollback=rollback,
+            values=values,
+            raw_values=raw_values or {},
+            freeze=freeze,
+            windows=windows,
+            chart=chart,
         )
 
 
@@ -628,8 +759,11 @@ def parse_environments(
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        p.error((), f"environments must be a mapping of name: settings, not {_kind(raw)}",
-                "for example environments: {staging: {port: 18181}}")
+        p.error(
+            (),
+            f"environments must be a mapping of name: settings, not {_kind(raw)}",
+            "for example environments: {staging: {port: 18181}}",
+        )
         raise ConfigError(p.problems, EXIT_INVALID)
     envs: dict[str, Environment] = {}
     for name, value in raw.items():
@@ -641,18 +775,27 @@ def parse_environments(
     for env in envs.values():
         if env.target == "podman" and env.port is not None:
             if env.port in ports:
-                p.error((env.name, "port"), f"port {env.port} is already used by environment "
-                        f"`{ports[env.port]}`", "each podman environment needs its own port")
+                p.error(
+                    (env.name, "port"),
+                    f"port {env.port} is already used by environment `{ports[env.port]}`",
+                    "each podman environment needs its own port",
+                )
             ports.setdefault(env.port, env.name)
         if env.after is not None and env.after not in raw:
             close = difflib.get_close_matches(env.after, [str(k) for k in raw], n=1, cutoff=0.6)
-            p.error((env.name, "after"), f"no environment is named `{env.after}`",
-                    f"did you mean `{close[0]}`?" if close else "known environments: " + ", ".join(map(str, raw)))
+            p.error(
+                (env.name, "after"),
+                f"no environment is named `{env.after}`",
+                f"did you mean `{close[0]}`?" if close else "known environments: " + ", ".join(map(str, raw)),
+            )
         elif env.after == env.name:
             p.error((env.name, "after"), "an environment cannot come after itself")
     for cycle in _after_cycles(envs):
-        p.error((cycle[0], "after"), "`after` makes a cycle: " + " -> ".join([*cycle, cycle[0]]),
-                "promotion must flow one way, e.g. staging -> production")
+        p.error(
+            (cycle[0], "after"),
+            "`after` makes a cycle: " + " -> ".join([*cycle, cycle[0]]),
+            "promotion must flow one way, e.g. staging -> production",
+        )
     if p.problems:
         raise ConfigError(_sorted(p.problems), EXIT_INVALID)
     return envs

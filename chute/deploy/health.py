@@ -47,8 +47,14 @@ class Verdict:
     last: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"phase": self.phase, "healthy": self.healthy, "reason": self.reason,
-                "elapsed": round(self.elapsed, 3), "ticks": self.ticks, "last": dict(self.last)}
+        return {
+            "phase": self.phase,
+            "healthy": self.healthy,
+            "reason": self.reason,
+            "elapsed": round(self.elapsed, 3),
+            "ticks": self.ticks,
+            "last": dict(self.last),
+        }
 
 
 def http_check(client: httpx.Client, url: str, expect: tuple[int, ...], timeout: float) -> Check:
@@ -106,11 +112,16 @@ class HealthGate:
     check of the revision's containers or rollout (or None).
     """
 
-    def __init__(self, policy: HealthPolicy, *, http_url: str | None,
-                 container: Callable[[], Check] | None = None,
-                 client: httpx.Client | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        policy: HealthPolicy,
+        *,
+        http_url: str | None,
+        container: Callable[[], Check] | None = None,
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.policy = policy
         self.http_url = http_url
         self.container = container if policy.container else None
@@ -139,8 +150,11 @@ class HealthGate:
             # Asking podman costs 0.1-0.5 s; while the container is fine, ask at most once a second so
             # that the HTTP probe keeps its interval.
             now = self.clock()
-            if self._container_last is None or self._container_last.state != PASS or \
-                    now - self._container_at >= self.container_every:
+            if (
+                self._container_last is None
+                or self._container_last.state != PASS
+                or now - self._container_at >= self.container_every
+            ):
                 self._container_last, self._container_at = self.container(), now
             checks["container"] = self._container_last
             if checks["container"].state == FATAL:
@@ -186,7 +200,9 @@ class HealthGate:
             elif state == FAIL:
                 passes, fails = 0, fails + 1
                 if fails >= p.failure_threshold:
-                    return self._verdict(False, "within", f"{fails} failed checks in a row", start, ticks, last)
+                    return self._verdict(
+                        False, "within", f"{fails} failed checks in a row", start, ticks, last
+                    )
             else:
                 passes = 0
             if self.clock() >= deadline:
@@ -211,20 +227,23 @@ class HealthGate:
             if state == FAIL:
                 fails += 1
                 if fails >= p.failure_threshold:
-                    return self._verdict(False, "stable", f"{fails} failed checks in a row while serving",
-                                         start, ticks, last)
+                    return self._verdict(
+                        False, "stable", f"{fails} failed checks in a row while serving", start, ticks, last
+                    )
             else:
                 fails = 0
             if self.clock() >= end:
                 return self._verdict(True, "stable", f"stayed healthy for {duration:g}s", start, ticks, last)
             self.sleep(max(0.0, min(p.interval - (self.clock() - t0), end - self.clock())))
 
-    def _verdict(self, ok: bool, phase: str, reason: str, start: float, ticks: int,
-                 last: dict[str, Check]) -> Verdict:
+    def _verdict(
+        self, ok: bool, phase: str, reason: str, start: float, ticks: int, last: dict[str, Check]
+    ) -> Verdict:
         detail = {k: f"{c.state}: {c.detail}" for k, c in last.items()}
         if not ok and last:
-            worst = next((c.detail for c in last.values() if c.state in (FATAL, FAIL)), None) or \
-                next((c.detail for c in last.values() if c.state == WAIT), "")
+            worst = next((c.detail for c in last.values() if c.state in (FATAL, FAIL)), None) or next(
+                (c.detail for c in last.values() if c.state == WAIT), ""
+            )
             if worst:
                 reason = f"{reason}: {worst}"
         return Verdict(ok, phase, reason, self.clock() - start, ticks, detail)

@@ -36,8 +36,14 @@ def find_helm(path: str | None = None) -> str | None:
     return shutil.which("helm", path=path)
 
 
-def template_command(helm: str, chart: ChartRef, release: str, namespace: str, values_file: str,
-                     workdir: str | os.PathLike[str] = ".") -> list[str]:
+def template_command(
+    helm: str,
+    chart: ChartRef,
+    release: str,
+    namespace: str,
+    values_file: str,
+    workdir: str | os.PathLike[str] = ".",
+) -> list[str]:
     """The ``helm template`` argv (no shell: every value is its own argument)."""
     argv = [helm, "template", release]
     if chart.path:
@@ -52,8 +58,16 @@ def template_command(helm: str, chart: ChartRef, release: str, namespace: str, v
     return argv
 
 
-def render_chart(chart: ChartRef, release: str, namespace: str, values: Mapping[str, Any], *,
-                 workdir: str | os.PathLike[str] = ".", helm: str | None = None, timeout: float = 60.0) -> str:
+def render_chart(
+    chart: ChartRef,
+    release: str,
+    namespace: str,
+    values: Mapping[str, Any],
+    *,
+    workdir: str | os.PathLike[str] = ".",
+    helm: str | None = None,
+    timeout: float = 60.0,
+) -> str:
     """Run ``helm template`` and return its YAML. Raises HelmUnavailable or HelmError."""
     binary = helm or find_helm()
     if not binary:
@@ -79,8 +93,10 @@ def render_chart(chart: ChartRef, release: str, namespace: str, values: Mapping[
 def chart_values(image_repo: str, image_digest: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
     """PipelineLib's generated values (``docker``, ``main_app``) deep-merged with the overrides."""
     base: dict[str, Any] = {
-        "docker": {"registry": image_repo.split("/", 1)[0] if "/" in image_repo else "",
-                   "pull_policy": "IfNotPresent"},
+        "docker": {
+            "registry": image_repo.split("/", 1)[0] if "/" in image_repo else "",
+            "pull_policy": "IfNotPresent",
+        },
         "main_app": {"image": image_repo, "version": image_digest, "digest": image_digest},
     }
     return deep_merge(base, overrides)

@@ -108,8 +108,11 @@ def render(inp: RenderInput) -> list[dict[str, Any]]:
         "ports": [{"name": "http", "containerPort": inp.container_port, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": config_name}}],
     }
-    resources = {k: dict(v) for k, v in (("requests", env.values.resources.requests),
-                                         ("limits", env.values.resources.limits)) if v}
+    resources = {
+        k: dict(v)
+        for k, v in (("requests", env.values.resources.requests), ("limits", env.values.resources.limits))
+        if v
+    }
     if resources:
         container["resources"] = resources
     health = env.health
@@ -123,8 +126,11 @@ def render(inp: RenderInput) -> list[dict[str, Any]]:
         }
         container["readinessProbe"] = {**probe, "successThreshold": health.success_threshold}
         # Liveness is more patient than readiness: restarting is a bigger step than unrouting.
-        container["livenessProbe"] = {**probe, "periodSeconds": max(10, period),
-                                      "initialDelaySeconds": max(1, math.ceil(health.within / 4))}
+        container["livenessProbe"] = {
+            **probe,
+            "periodSeconds": max(10, period),
+            "initialDelaySeconds": max(1, math.ceil(health.within / 4)),
+        }
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -244,16 +250,20 @@ def _validate_deployment(where: str, doc: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: container {cname} has no image")
         for p in c.get("ports") or []:
             if not _valid_port(p.get("containerPort")):
-                problems.append(f"{where}: container {cname}: containerPort {p.get('containerPort')!r} "
-                                "is not a number from 1 to 65535")
+                problems.append(
+                    f"{where}: container {cname}: containerPort {p.get('containerPort')!r} "
+                    "is not a number from 1 to 65535"
+                )
         for e in c.get("env") or []:
             if not isinstance(e, dict) or not _ENV_NAME.match(str(e.get("name", ""))):
                 problems.append(f"{where}: container {cname}: bad env entry {e!r}")
         for probe_name in ("readinessProbe", "livenessProbe"):
             probe = c.get(probe_name)
             if probe is not None and not any(k in probe for k in ("httpGet", "exec", "tcpSocket", "grpc")):
-                problems.append(f"{where}: container {cname}: {probe_name} has no handler "
-                                "(httpGet, exec, tcpSocket or grpc)")
+                problems.append(
+                    f"{where}: container {cname}: {probe_name} has no handler "
+                    "(httpGet, exec, tcpSocket or grpc)"
+                )
     return problems
 
 

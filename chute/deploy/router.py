@@ -85,7 +85,9 @@ class Router:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        server = await asyncio.start_server(self.handle, self.host, self.port, reuse_address=True, backlog=512)
+        server = await asyncio.start_server(
+            self.handle, self.host, self.port, reuse_address=True, backlog=512
+        )
         ready = self.state.with_name(self.state.name + ".ready")
         ready.write_text(str(os.getpid()))
         async with server:

@@ -165,8 +165,10 @@ class JsonFileStore:
         except FileNotFoundError:
             data = {}
         except json.JSONDecodeError as exc:
-            raise RuntimeError(f"{self.path}: the deployment store is not valid JSON ({exc}); "
-                               "restore it from a backup or move it away") from None
+            raise RuntimeError(
+                f"{self.path}: the deployment store is not valid JSON ({exc}); "
+                "restore it from a backup or move it away"
+            ) from None
         data.setdefault("version", 1)
         data.setdefault("counters", {})
         data.setdefault("deployments", {})

@@ -38,12 +38,21 @@ class TestReleaseResult:
     seconds: float = 0.0
 
 
-def run_test_release(project: str, image: str, *, target: PodmanTarget | None = None,
-                     chart: ChartRef | None = None, test: bool = True,
-                     test_command: Sequence[str] | None = None, test_image: str | None = None,
-                     timeout: float = 120.0, overrides: Mapping[str, Any] | None = None,
-                     health_path: str | None = "/healthz", workdir: str = ".",
-                     test_timeout: float = 600.0) -> TestReleaseResult:
+def run_test_release(
+    project: str,
+    image: str,
+    *,
+    target: PodmanTarget | None = None,
+    chart: ChartRef | None = None,
+    test: bool = True,
+    test_command: Sequence[str] | None = None,
+    test_image: str | None = None,
+    timeout: float = 120.0,
+    overrides: Mapping[str, Any] | None = None,
+    health_path: str | None = "/healthz",
+    workdir: str = ".",
+    test_timeout: float = 600.0,
+) -> TestReleaseResult:
     """Install ``image`` as a throwaway release, gate it, run ``test_command``, remove it.
 
     ``overrides`` are the step's ``deploy.overrides``: chute's ``values``
@@ -54,8 +63,11 @@ def run_test_release(project: str, image: str, *, target: PodmanTarget | None = 
     started = time.monotonic()
     target = target or PodmanTarget()
     release_name = "t" + secrets.token_hex(4)  # like PipelineLib's random 8-character release name
-    raw_env: dict[str, Any] = {"target": "podman", "port": 1,
-                               "health": {"http": health_path or False, "within": timeout, "stable_for": 0}}
+    raw_env: dict[str, Any] = {
+        "target": "podman",
+        "port": 1,
+        "health": {"http": health_path or False, "within": timeout, "stable_for": 0},
+    }
     if chart is not None:
         raw_env["chart"] = {k: v for k, v in vars(chart).items() if v is not None}
         raw_env["values"] = dict(overrides or {})
@@ -65,8 +77,9 @@ def run_test_release(project: str, image: str, *, target: PodmanTarget | None = 
     env = _without_port(env)
 
     def done(ok: bool, reason: str, **kw: Any) -> TestReleaseResult:
-        return TestReleaseResult(ok=ok, release=release_name, reason=reason,
-                                 seconds=time.monotonic() - started, **kw)
+        return TestReleaseResult(
+            ok=ok, release=release_name, reason=reason, seconds=time.monotonic() - started, **kw
+        )
 
     try:
         resolved = target.resolve_image(image)
@@ -75,16 +88,31 @@ def run_test_release(project: str, image: str, *, target: PodmanTarget | None = 
     port = mf.container_port_for(env, resolved.env)
     try:
         if chart is not None:
-            text = render_chart(chart, release_name, "ci", chart_values(resolved.repository, resolved.digest,
-                                                                        overrides or {}), workdir=workdir)
+            text = render_chart(
+                chart,
+                release_name,
+                "ci",
+                chart_values(resolved.repository, resolved.digest, overrides or {}),
+                workdir=workdir,
+            )
             docs = mf.from_yaml(text)
         else:
-            docs = mf.render(mf.RenderInput(project=project, env=env, revision=1, image=resolved.by_digest,
-                                            image_ref=image, container_port=port))
+            docs = mf.render(
+                mf.RenderInput(
+                    project=project,
+                    env=env,
+                    revision=1,
+                    image=resolved.by_digest,
+                    image_ref=image,
+                    container_port=port,
+                )
+            )
         mf.validate(docs)
     except (HelmUnavailable, HelmError, mf.ManifestError) as exc:
         return done(False, str(exc))
-    release = Release(project=project, env=env, revision=1, image=resolved, manifests=docs, container_port=port)
+    release = Release(
+        project=project, env=env, revision=1, image=resolved, manifests=docs, container_port=port
+    )
     state: dict[str, Any] = {}
     try:
         state = target.start(release)
@@ -93,15 +121,26 @@ def run_test_release(project: str, image: str, *, target: PodmanTarget | None = 
         with HealthGate(env.health, http_url=probe, container=lambda: target.check(release, state)) as gate:
             verdict = gate.until_healthy()
         if not verdict.healthy:
-            return done(False, f"the release did not become healthy: {verdict.reason}", url=url,
-                        health=verdict.to_dict())
+            return done(
+                False,
+                f"the release did not become healthy: {verdict.reason}",
+                url=url,
+                health=verdict.to_dict(),
+            )
         if not test or not test_command:
             return done(True, "healthy", url=url, health=verdict.to_dict())
-        code, output = _run_test(target, test_image or resolved.by_digest, list(test_command), url,
-                                 release_name, test_timeout)
+        code, output = _run_test(
+            target, test_image or resolved.by_digest, list(test_command), url, release_name, test_timeout
+        )
         ok = code == 0
-        return done(ok, "test passed" if ok else f"the test command exited with {code}", url=url,
-                    health=verdict.to_dict(), test_exit_code=code, test_output=output)
+        return done(
+            ok,
+            "test passed" if ok else f"the test command exited with {code}",
+            url=url,
+            health=verdict.to_dict(),
+            test_exit_code=code,
+            test_output=output,
+        )
     except TargetError as exc:
         return done(False, str(exc))
     finally:
@@ -115,14 +154,30 @@ def _without_port(env: Any) -> Any:
     return replace(env, port=None)
 
 
-def _run_test(target: PodmanTarget, image: str, command: list[str], url: str, release: str,
-              timeout: float) -> tuple[int, str]:
+def _run_test(
+    target: PodmanTarget, image: str, command: list[str], url: str, release: str, timeout: float
+) -> tuple[int, str]:
     name = f"{release}-test"
     labels: list[str] = []
     for k, v in target.extra_labels.items():
         labels += ["--label", f"{k}={v}"]
-    argv = [target.podman, "run", "--rm", "--name", name, "--network", "host", "--init", *labels,
-            "-e", f"CHUTE_RELEASE_URL={url}", "--entrypoint", command[0], image, *command[1:]]
+    argv = [
+        target.podman,
+        "run",
+        "--rm",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--init",
+        *labels,
+        "-e",
+        f"CHUTE_RELEASE_URL={url}",
+        "--entrypoint",
+        command[0],
+        image,
+        *command[1:],
+    ]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:

@@ -25,7 +25,9 @@ FLAKY_OK = 3
 
 _ENTRY = '["/bin/sh","-c","trap \'exit 0\' TERM; httpd -f -p $PORT -h /www & wait"]'
 _OK = "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\nok\\n'\n"
-_BAD = "#!/bin/sh\nprintf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nbad\\n'\n"
+_BAD = (
+    "#!/bin/sh\nprintf 'Status: 500 Internal Server Error\\r\\nContent-Type: text/plain\\r\\n\\r\\nbad\\n'\n"
+)
 _FLAKY = (
     "#!/bin/sh\n"
     "n=$(cat /tmp/hits 2>/dev/null || echo 0); n=$((n+1)); echo $n > /tmp/hits\n"
@@ -68,8 +70,12 @@ def build(variant: str, *, port: int = 8080, podman: str = "podman") -> str:
         script.write_text(cgi)
         script.chmod(0o755)
         (ctx / "Containerfile").write_text(containerfile)
-        subprocess.run([podman, "build", "-q", "--format", "docker", "-t", ref, str(ctx)], check=True,
-                       capture_output=True, env={**os.environ})
+        subprocess.run(
+            [podman, "build", "-q", "--format", "docker", "-t", ref, str(ctx)],
+            check=True,
+            capture_output=True,
+            env={**os.environ},
+        )
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     return ref

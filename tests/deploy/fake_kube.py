@@ -40,8 +40,10 @@ RESOURCES = {
     ("/apis/apps/v1", "deployments"): ("apps/v1", "Deployment", True),
     ("/apis/networking.k8s.io/v1", "ingresses"): ("networking.k8s.io/v1", "Ingress", True),
 }
-_PATH = re.compile(r"^(?P<gv>/api/v1|/apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[a-z]+)"
-                   r"(?:/(?P<name>[^/]+))?(?P<sub>/status)?$")
+_PATH = re.compile(
+    r"^(?P<gv>/api/v1|/apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[a-z]+)"
+    r"(?:/(?P<name>[^/]+))?(?P<sub>/status)?$"
+)
 
 
 @dataclass
@@ -141,30 +143,51 @@ class FakeKube:
         self.problems.append(f"unsupported {method} {url.path}")
         return self.status(h, 405, "MethodNotAllowed", f"{method} is not supported by this fake")
 
-    def apply(self, h: BaseHTTPRequestHandler, req: Request, api_version: str, kind: str, namespaced: bool,
-              ns: str | None, name: str, key: tuple[str, str | None, str]) -> None:
+    def apply(
+        self,
+        h: BaseHTTPRequestHandler,
+        req: Request,
+        api_version: str,
+        kind: str,
+        namespaced: bool,
+        ns: str | None,
+        name: str,
+        key: tuple[str, str | None, str],
+    ) -> None:
         if req.content_type != "application/apply-patch+yaml":
             self.problems.append(f"PATCH {req.path} with content type {req.content_type!r}")
-            return self.status(h, 415, "UnsupportedMediaType",
-                               f"the body of the request was in an unknown format - accepted media types "
-                               f"include: application/apply-patch+yaml (got {req.content_type})")
+            return self.status(
+                h,
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types "
+                f"include: application/apply-patch+yaml (got {req.content_type})",
+            )
         if not req.query.get("fieldManager"):
             self.problems.append(f"PATCH {req.path} without fieldManager")
-            return self.status(h, 400, "BadRequest",
-                               "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: "
-                               "is required for apply patch")
+            return self.status(
+                h,
+                400,
+                "BadRequest",
+                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: '
+                "is required for apply patch",
+            )
         body = req.body
         if not isinstance(body, dict):
             return self.status(h, 400, "BadRequest", "the body is not an object")
         meta = body.get("metadata") or {}
         errors = []
         if body.get("apiVersion") != api_version or body.get("kind") != kind:
-            errors.append(f"apiVersion/kind {body.get('apiVersion')}/{body.get('kind')} do not match the "
-                          f"resource {api_version}/{kind}")
+            errors.append(
+                f"apiVersion/kind {body.get('apiVersion')}/{body.get('kind')} do not match the "
+                f"resource {api_version}/{kind}"
+            )
         if meta.get("name") != name:
             errors.append(f"metadata.name {meta.get('name')!r} does not match the name in the URL {name!r}")
         if namespaced and meta.get("namespace") not in (None, ns):
-            errors.append("the namespace of the provided object does not match the namespace sent on the request")
+            errors.append(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         if errors:
             self.problems.extend(errors)
             return self.status(h, 400, "BadRequest", "; ".join(errors))
@@ -180,13 +203,20 @@ class FakeKube:
             if old is None or old.get("spec") != obj.get("spec"):
                 generation += 1
                 self.changed_at[key] = time.monotonic()
-            obj["metadata"].update({
-                "uid": (old or {}).get("metadata", {}).get("uid") or str(uuid.uuid4()),
-                "resourceVersion": str(len(self.requests)),
-                "generation": generation,
-                "managedFields": [{"manager": req.query["fieldManager"][0], "operation": "Apply",
-                                   "apiVersion": api_version}],
-            })
+            obj["metadata"].update(
+                {
+                    "uid": (old or {}).get("metadata", {}).get("uid") or str(uuid.uuid4()),
+                    "resourceVersion": str(len(self.requests)),
+                    "generation": generation,
+                    "managedFields": [
+                        {
+                            "manager": req.query["fieldManager"][0],
+                            "operation": "Apply",
+                            "apiVersion": api_version,
+                        }
+                    ],
+                }
+            )
             if kind == "Deployment":
                 obj["status"] = (old or {}).get("status") or {}
             self.objects[key] = obj
@@ -203,20 +233,39 @@ class FakeKube:
         images = {c["image"] for c in spec["template"]["spec"]["containers"]}
         if images & self.unready_images:
             # maxUnavailable 0: the old pods stay; the new one never becomes available.
-            status.update({"replicas": want + 1, "updatedReplicas": 1, "availableReplicas": want,
-                           "unavailableReplicas": 1, "readyReplicas": want})
+            status.update(
+                {
+                    "replicas": want + 1,
+                    "updatedReplicas": 1,
+                    "availableReplicas": want,
+                    "unavailableReplicas": 1,
+                    "readyReplicas": want,
+                }
+            )
             deadline = int(spec.get("progressDeadlineSeconds", 600))
             cond = {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}
             if since >= deadline:
-                cond = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
-                        "message": f'ReplicaSet "{key[2]}" has timed out progressing.'}
+                cond = {
+                    "type": "Progressing",
+                    "status": "False",
+                    "reason": "ProgressDeadlineExceeded",
+                    "message": f'ReplicaSet "{key[2]}" has timed out progressing.',
+                }
             status["conditions"] = [cond]
         else:
-            status.update({"replicas": want, "updatedReplicas": want, "availableReplicas": want,
-                           "readyReplicas": want, "unavailableReplicas": 0,
-                           "conditions": [{"type": "Available", "status": "True"},
-                                          {"type": "Progressing", "status": "True",
-                                           "reason": "NewReplicaSetAvailable"}]})
+            status.update(
+                {
+                    "replicas": want,
+                    "updatedReplicas": want,
+                    "availableReplicas": want,
+                    "readyReplicas": want,
+                    "unavailableReplicas": 0,
+                    "conditions": [
+                        {"type": "Available", "status": "True"},
+                        {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+                    ],
+                }
+            )
 
     @staticmethod
     def send(h: BaseHTTPRequestHandler, code: int, obj: Any) -> None:
@@ -228,8 +277,19 @@ class FakeKube:
         h.wfile.write(data)
 
     def status(self, h: BaseHTTPRequestHandler, code: int, reason: str, message: str) -> None:
-        self.send(h, code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                            "message": message, "reason": reason, "code": code})
+        self.send(
+            h,
+            code,
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": message,
+                "reason": reason,
+                "code": code,
+            },
+        )
 
     # ------------------------------------------------------------------ for assertions
 

@@ -44,7 +44,12 @@ def problems(text: str, **kw) -> list[str]:
 def test_the_example_from_the_issue_works_as_written():
     envs = parse(BRIEF, pipelines=["publish"])
     staging, prod = envs["staging"], envs["production"]
-    assert (staging.target, staging.port, staging.auto, staging.from_pipeline) == ("podman", 18181, True, "publish")
+    assert (staging.target, staging.port, staging.auto, staging.from_pipeline) == (
+        "podman",
+        18181,
+        True,
+        "publish",
+    )
     assert staging.health.http == "/healthz" and staging.health.expect == (200,)
     assert staging.health.within == 60 and staging.health.stable_for == 5
     assert staging.rollback == "auto" and staging.values.replicas == 1
@@ -55,9 +60,18 @@ def test_the_example_from_the_issue_works_as_written():
     assert active_freeze(staging, datetime(2026, 12, 25, tzinfo=UTC)) is None
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("60s", 60), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), (45, 45), ("90", 90), (1.5, 1.5),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("60s", 60),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        (45, 45),
+        ("90", 90),
+        (1.5, 1.5),
+    ],
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -79,7 +93,9 @@ environments:
   production:
     port: 18182
     after: stagin
-    freeze: [{from: "2026-12-27T00:00:00Z", to: "2026-12-24T00:00:00Z"}, {from: tomorrow, to: "2026-01-01T00:00:00"}]
+    freeze:
+      - {from: "2026-12-27T00:00:00Z", to: "2026-12-24T00:00:00Z"}
+      - {from: tomorrow, to: "2026-01-01T00:00:00"}
 """
     out = problems(text)
     joined = "\n".join(out)
@@ -139,7 +155,11 @@ def test_values_keep_env_text_as_written_and_context_means_kubernetes():
 environments:
   prod:
     context: prod-cluster
-    values: {port: 9000, replicas: 3, env: {FLAG: on, VERSION: 1.10}, resources: {limits: {memory: 64Mi, cpu: 250m}}}
+    values:
+      port: 9000
+      replicas: 3
+      env: {FLAG: on, VERSION: 1.10}
+      resources: {limits: {memory: 64Mi, cpu: 250m}}
 """)
     prod = envs["prod"]
     assert prod.target == "kubernetes" and prod.context == "prod-cluster"
@@ -159,12 +179,14 @@ environments:
 """)
     h = envs["s"].health
     assert h.http is None and h.prometheus.max == 0.5 and h.prometheus.min is None
-    joined = "\n".join(problems("""\
+    joined = "\n".join(
+        problems("""\
 environments:
   s:
     port: 18301
     health: {prometheus: {url: "ftp://x", min: 5, max: 1, qurey: up}}
-"""))
+""")
+    )
     assert "unknown key `qurey`" in joined and "did you mean `query`?" in joined
     assert "must be an http:// or https:// URL" in joined
     assert "`query` is required" in joined
@@ -182,12 +204,14 @@ environments:
     assert not outside_windows(prod, datetime(2026, 11, 26, 10, 0, tzinfo=UTC))  # a Thursday
     assert outside_windows(prod, datetime(2026, 11, 26, 16, 0, tzinfo=UTC))
     assert outside_windows(prod, datetime(2026, 11, 27, 10, 0, tzinfo=UTC))  # Friday
-    joined = "\n".join(problems("""\
+    joined = "\n".join(
+        problems("""\
 environments:
   prod:
     port: 18301
     windows: [{days: [mon, funday], from: "17:00", to: "09:00", timezone: Mars/Olympus}]
-"""))
+""")
+    )
     assert "'funday' is not a day" in joined and "unknown time zone 'Mars/Olympus'" in joined
 
 

@@ -86,7 +86,9 @@ def test_bad_status_fails_early_not_at_the_deadline():
 
 def test_expect_and_a_pass_resets_the_failure_run():
     srv = Scripted([503, 503, 204, 503, 503, 204])
-    with HealthGate(policy(expect=(204,), success_threshold=2), http_url=f"http://127.0.0.1:{srv.port}/") as g:
+    with HealthGate(
+        policy(expect=(204,), success_threshold=2), http_url=f"http://127.0.0.1:{srv.port}/"
+    ) as g:
         verdict = g.until_healthy()
     srv.close()
     assert verdict.healthy and srv.hits == 7  # 204 then 204 again (the last one repeats)
@@ -114,8 +116,11 @@ def test_container_stopping_ends_the_gate_at_once():
 
 def test_stable_phase_tolerates_a_blip_but_not_a_run_of_failures():
     srv = Scripted([200, 500, 200, 200])  # one failure, then fine
-    with HealthGate(policy(stable_for=0.5), http_url=f"http://127.0.0.1:{srv.port}/healthz",
-                    container=lambda: Check(PASS, "running")) as gate:
+    with HealthGate(
+        policy(stable_for=0.5),
+        http_url=f"http://127.0.0.1:{srv.port}/healthz",
+        container=lambda: Check(PASS, "running"),
+    ) as gate:
         ok = gate.stays_healthy()
     srv.statuses = [500]
     with HealthGate(policy(stable_for=5.0), http_url=f"http://127.0.0.1:{srv.port}/healthz") as gate:
@@ -139,11 +144,19 @@ def test_prometheus_query_against_a_threshold(tmp_path):
     prom_port = free_port()
     (tmp_path / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"scrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['127.0.0.1:{app.port}']}}]\n")
-    log = open(tmp_path / "prom.log", "wb")
-    proc = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=log, stderr=log)
+        f"scrape_configs:\n  - job_name: app\n    static_configs: [{{targets: ['127.0.0.1:{app.port}']}}]\n"
+    )
+    with open(tmp_path / "prom.log", "wb") as log:
+        proc = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=log,
+            stderr=log,
+        )
     url = f"http://127.0.0.1:{prom_port}"
     try:
         check = PrometheusCheck(url=url, query='max(app_errors{job="app"})', max=0.5)
@@ -165,5 +178,4 @@ def test_prometheus_query_against_a_threshold(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
-        log.close()
         app.close()

@@ -41,9 +41,12 @@ def registry(tmp_path_factory, images):
     (root / "config.yml").write_text(
         "version: 0.1\nlog: {level: warn}\n"
         f"storage:\n  filesystem: {{rootdirectory: {root / 'data'}}}\n  delete: {{enabled: true}}\n"
-        f"http: {{addr: \"127.0.0.1:{port}\"}}\n")
-    log = open(root / "registry.log", "wb")
-    proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log)
+        f'http: {{addr: "127.0.0.1:{port}"}}\n'
+    )
+    with open(root / "registry.log", "wb") as log:
+        proc = subprocess.Popen(
+            ["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log
+        )
     host = f"127.0.0.1:{port}"
     try:
         for _ in range(100):
@@ -55,14 +58,16 @@ def registry(tmp_path_factory, images):
         refs = {}
         for variant in ("v1", "v2", "bad"):
             ref = f"{host}/demo/web:{variant}"
-            subprocess.run(["podman", "push", "-q", "--tls-verify=false", images[variant], ref], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["podman", "push", "-q", "--tls-verify=false", images[variant], ref],
+                check=True,
+                capture_output=True,
+            )
             refs[variant] = ref
         yield refs
     finally:
         proc.terminate()
         proc.wait(10)
-        log.close()
 
 
 @pytest.fixture
@@ -103,8 +108,10 @@ def test_apply_rollout_and_automatic_rollback(fake, registry):
     first = deployer.deploy(PROJECT, "production", registry["v1"], reason="r", actor="alice")
     assert first.status == HEALTHY, first.error
     # The digest is the registry's own.
-    head = httpx.get(f"http://{registry['v1'].split('/')[0]}/v2/demo/web/manifests/v1",
-                     headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+    head = httpx.get(
+        f"http://{registry['v1'].split('/')[0]}/v2/demo/web/manifests/v1",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
     assert first.image_digest == head.headers["Docker-Content-Digest"]
 
     # Request shapes: namespace first, then ConfigMap, Service, Deployment; all server-side apply.
@@ -117,9 +124,13 @@ def test_apply_rollout_and_automatic_rollback(fake, registry):
     assert patches[3].path == "/apis/apps/v1/namespaces/demo-web/deployments/demo-web-production"
     dep_body = patches[3].body
     assert dep_body["spec"]["replicas"] == 2
-    assert dep_body["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        f"{registry['v1'].rsplit(':', 1)[0]}@{first.image_digest}"
-    assert dep_body["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == HEALTH
+    assert (
+        dep_body["spec"]["template"]["spec"]["containers"][0]["image"]
+        == f"{registry['v1'].rsplit(':', 1)[0]}@{first.image_digest}"
+    )
+    assert (
+        dep_body["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == HEALTH
+    )
     gets = [r for r in fake.requests if r.method == "GET"]
     assert gets and all(r.path.endswith("/deployments/demo-web-production") for r in gets)
     assert fake.problems == []
@@ -150,7 +161,8 @@ def test_progress_deadline_and_manual_rollback(fake, registry):
     assert back.status == HEALTHY and back.rollback_of == 2
     last = fake.applied("Deployment")[-1].body
     assert last["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
-        deployer.store.get(PROJECT, "production", 1).image_digest)
+        deployer.store.get(PROJECT, "production", 1).image_digest
+    )
     assert last["metadata"]["labels"][mf.LABEL_REVISION] == "1"  # revision 1's manifests, as they were
     # A rollout that exceeds its progress deadline fails at once.
     bad_digest = deployer.targets["kubernetes"].resolve_image(registry["bad"]).digest
@@ -173,7 +185,8 @@ def test_missing_image_and_api_errors(fake, registry):
     assert broken.status == FAILED and "answered 500: injected failure" in broken.error
     assert broken.restored_revision == 1
     assert fake.image_of("demo-web", "demo-web-production").endswith(
-        deployer.store.get(PROJECT, "production", 1).image_digest)
+        deployer.store.get(PROJECT, "production", 1).image_digest
+    )
     # An unreachable API server is a clear error too.
     fake.stop()
     dead = deployer.deploy(PROJECT, "production", registry["v2"], reason="r", actor="a")
@@ -185,12 +198,21 @@ def test_missing_image_and_api_errors(fake, registry):
 @pytest.mark.podman
 def test_the_same_manifests_run_on_podman_kube_play(podman_target, registry):
     """What the kubernetes target applies also runs, adapted, on podman kube play."""
-    env = parse_environments({"staging": {"port": 18320, "values": {"env": {"GREETING": "hi"}},
-                                          "health": {"http": HEALTH}}})["staging"]
+    env = parse_environments(
+        {"staging": {"port": 18320, "values": {"env": {"GREETING": "hi"}}, "health": {"http": HEALTH}}}
+    )["staging"]
     podman_target.cleanup_later(PROJECT, env)
     image = KubernetesTarget(lambda e: None).resolve_image(registry["v2"])
-    docs = mf.render(mf.RenderInput(project=PROJECT, env=env, revision=1, image=image.by_digest,
-                                    image_ref=image.ref, container_port=mf.container_port_for(env, image.env)))
+    docs = mf.render(
+        mf.RenderInput(
+            project=PROJECT,
+            env=env,
+            revision=1,
+            image=image.by_digest,
+            image_ref=image.ref,
+            container_port=mf.container_port_for(env, image.env),
+        )
+    )
     local = podman_target.resolve_image(image.by_digest)  # pulled from the registry by digest
     assert local.digest == image.digest
     release = Release(project=PROJECT, env=env, revision=1, image=local, manifests=docs, container_port=8080)
@@ -203,8 +225,12 @@ def test_the_same_manifests_run_on_podman_kube_play(podman_target, registry):
             except httpx.HTTPError:
                 time.sleep(0.1)
         assert r.text.strip() == "v2"
-        env_out = subprocess.run(["podman", "exec", state["container"], "/bin/sh", "-c", "echo $GREETING"],
-                                 capture_output=True, text=True, check=False).stdout.strip()
+        env_out = subprocess.run(
+            ["podman", "exec", state["container"], "/bin/sh", "-c", "echo $GREETING"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         assert env_out == "hi"  # the ConfigMap's envFrom is honoured by kube play
     finally:
         podman_target.abort(release, state)

@@ -11,17 +11,26 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def staging(**extra):
-    raw = {"port": 18301, "health": {"http": "/healthz", "within": "30s", "stable_for": "5s",
-                                     "failure_threshold": 2},
-           "values": {"env": {"GREETING": "hi"}, "resources": {"limits": {"memory": "64Mi"}}}}
+    raw = {
+        "port": 18301,
+        "health": {"http": "/healthz", "within": "30s", "stable_for": "5s", "failure_threshold": 2},
+        "values": {"env": {"GREETING": "hi"}, "resources": {"limits": {"memory": "64Mi"}}},
+    }
     raw.update(extra)
     return parse_environments({"staging": raw})["staging"]
 
 
 def render(env=None, port=8080):
-    return mf.render(mf.RenderInput(project="Team/Web Service", env=env or staging(), revision=7,
-                                    image=f"registry.example.org/web@{DIGEST}", image_ref="registry.example.org/web:1",
-                                    container_port=port))
+    return mf.render(
+        mf.RenderInput(
+            project="Team/Web Service",
+            env=env or staging(),
+            revision=7,
+            image=f"registry.example.org/web@{DIGEST}",
+            image_ref="registry.example.org/web:1",
+            container_port=port,
+        )
+    )
 
 
 def test_render_pins_the_digest_and_labels_everything():
@@ -94,8 +103,10 @@ def test_helm_is_detected_and_used_only_when_present(tmp_path, monkeypatch):
         render_chart(ChartRef(path="chart"), "rel", "ns", {})
     # A helm on PATH is found and called with `template` and a values file (no shell).
     fake = tmp_path / "helm"
-    fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/args\n"
-                    "printf 'apiVersion: v1\\nkind: ConfigMap\\nmetadata: {name: x}\\n'\n")
+    fake.write_text(
+        f'#!/bin/sh\necho "$@" > {tmp_path}/args\n'
+        "printf 'apiVersion: v1\\nkind: ConfigMap\\nmetadata: {name: x}\\n'\n"
+    )
     fake.chmod(0o755)
     assert find_helm(path=str(tmp_path)) == str(fake)
     out = render_chart(ChartRef(path="charts/web", version="1.2.0"), "rel", "ns", {"a": 1}, workdir="/src")
@@ -103,6 +114,17 @@ def test_helm_is_detected_and_used_only_when_present(tmp_path, monkeypatch):
     args = (tmp_path / "args").read_text().split()
     assert args[:3] == ["template", "rel", "/src/charts/web"]
     assert args[3:7] == ["--version", "1.2.0", "--namespace", "ns"] and args[7] == "--values"
-    assert template_command("helm", ChartRef(name="web", repo="https://charts.example.org"), "r", "n", "v.yaml") == [
-        "helm", "template", "r", "web", "--repo", "https://charts.example.org", "--namespace", "n",
-        "--values", "v.yaml"]
+    assert template_command(
+        "helm", ChartRef(name="web", repo="https://charts.example.org"), "r", "n", "v.yaml"
+    ) == [
+        "helm",
+        "template",
+        "r",
+        "web",
+        "--repo",
+        "https://charts.example.org",
+        "--namespace",
+        "n",
+        "--values",
+        "v.yaml",
+    ]

@@ -56,12 +56,20 @@ def test_deploy_gate_and_rollback_lifecycle(podman_target, images, tmp_path):
     port = 18310
     deployer, _ = make(podman_target, environments(port), store=JsonFileStore(tmp_path / "d.json"))
 
-    first = deployer.deploy(PROJECT, "staging", images["v1"], reason="first", actor="alice", source_run="run-1")
+    first = deployer.deploy(
+        PROJECT, "staging", images["v1"], reason="first", actor="alice", source_run="run-1"
+    )
     assert first.status == HEALTHY, first.error
     assert first.image_digest.startswith("sha256:") and first.image.endswith(first.image_digest)
     assert body(port) == "v1"
-    labels = json.loads(subprocess.run(["podman", "pod", "inspect", first.target_state["pod"]],
-                                       capture_output=True, text=True, check=True).stdout)
+    labels = json.loads(
+        subprocess.run(
+            ["podman", "pod", "inspect", first.target_state["pod"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     labels = labels[0]["Labels"] if isinstance(labels, list) else labels["Labels"]
     assert labels["chute.test"] == "1" and labels["chute.dev/revision"] == "1"
 
@@ -98,7 +106,12 @@ def test_deploy_gate_and_rollback_lifecycle(podman_target, images, tmp_path):
 
     history = deployer.history(PROJECT, "staging")
     assert [(d.revision, d.status) for d in history] == [
-        (5, HEALTHY), (4, FAILED), (3, FAILED), (2, ROLLED_BACK), (1, SUPERSEDED)]
+        (5, HEALTHY),
+        (4, FAILED),
+        (3, FAILED),
+        (2, ROLLED_BACK),
+        (1, SUPERSEDED),
+    ]
     assert history[3].time_to_restore is not None and history[3].actor == "alice"
     assert history[-1].source_run == "run-1" and history[0].actor == "carol"
 
@@ -108,8 +121,9 @@ def test_bad_input_fails_before_the_serving_revision_is_touched(podman_target, i
     deployer, _ = make(podman_target, environments(port))
     ok = deployer.deploy(PROJECT, "staging", images["v1"], reason="r", actor="a")
     assert ok.status == HEALTHY
-    missing = deployer.deploy(PROJECT, "staging", "localhost/chute-test-web:does-not-exist", reason="r",
-                              actor="a")
+    missing = deployer.deploy(
+        PROJECT, "staging", "localhost/chute-test-web:does-not-exist", reason="r", actor="a"
+    )
     assert missing.status == FAILED and "does not exist" in missing.error and missing.started_at is None
     crash = deployer.deploy(PROJECT, "staging", images["crash"], reason="r", actor="a")
     assert crash.status == FAILED and "exit code 3" in crash.error
@@ -122,8 +136,10 @@ def test_target_failing_mid_deploy_keeps_the_previous_revision(podman_target, im
     assert deployer.deploy(PROJECT, "staging", images["v1"], reason="r", actor="a").status == HEALTHY
     # Fault injection: the real podman, except that `kube play` fails as on a full disk.
     wrapper = tmp_path / "podman-full-disk"
-    wrapper.write_text('#!/bin/sh\nif [ "$1" = kube ]; then echo "Error: write /var/lib/containers: '
-                       'no space left on device" >&2; exit 125; fi\nexec podman "$@"\n')
+    wrapper.write_text(
+        '#!/bin/sh\nif [ "$1" = kube ]; then echo "Error: write /var/lib/containers: '
+        'no space left on device" >&2; exit 125; fi\nexec podman "$@"\n'
+    )
     wrapper.chmod(0o755)
     podman_target.podman = str(wrapper)
     try:
@@ -136,8 +152,9 @@ def test_target_failing_mid_deploy_keeps_the_previous_revision(podman_target, im
 
 def test_freeze_blocks_and_an_override_is_audited(podman_target, images):
     port = 18313
-    raw = environments(port, freeze=[{"from": "2026-12-24T00:00:00Z", "to": "2026-12-27T00:00:00Z",
-                                      "reason": "holidays"}])
+    raw = environments(
+        port, freeze=[{"from": "2026-12-24T00:00:00Z", "to": "2026-12-27T00:00:00Z", "reason": "holidays"}]
+    )
     now = datetime(2026, 12, 25, tzinfo=UTC)
     deployer, _ = make(podman_target, raw, clock=lambda: now)
     with pytest.raises(DeployBlocked, match="frozen from 2026-12-24T00:00:00"):
@@ -145,8 +162,9 @@ def test_freeze_blocks_and_an_override_is_audited(podman_target, images):
     with pytest.raises(DeployBlocked, match="needs an actor and a reason"):
         deployer.deploy(PROJECT, "staging", images["v1"], reason=" ", actor="a", override_freeze=True)
     assert deployer.history(PROJECT, "staging") == []  # refused deploys record nothing
-    dep = deployer.deploy(PROJECT, "staging", images["v1"], reason="security fix", actor="dana",
-                          override_freeze=True)
+    dep = deployer.deploy(
+        PROJECT, "staging", images["v1"], reason="security fix", actor="dana", override_freeze=True
+    )
     assert dep.status == HEALTHY
     assert dep.freeze_override["actor"] == "dana" and dep.freeze_override["reason"] == "security fix"
     assert "holidays" in dep.freeze_override["what"]
@@ -157,15 +175,24 @@ def test_older_images_never_overwrite_newer_and_one_deploy_at_a_time(podman_targ
     raw = environments(port)
     raw["staging"]["health"]["stable_for"] = "3s"
     deployer, _ = make(podman_target, raw)
-    assert deployer.deploy(PROJECT, "staging", images["v2"], reason="r", actor="a",
-                           order_key="2026-11-26T10:00:00Z").status == HEALTHY
+    assert (
+        deployer.deploy(
+            PROJECT, "staging", images["v2"], reason="r", actor="a", order_key="2026-11-26T10:00:00Z"
+        ).status
+        == HEALTHY
+    )
     with pytest.raises(OutdatedImage, match="older than revision 1"):
-        deployer.deploy(PROJECT, "staging", images["v1"], reason="r", actor="a", order_key="2026-11-25T10:00:00Z")
+        deployer.deploy(
+            PROJECT, "staging", images["v1"], reason="r", actor="a", order_key="2026-11-25T10:00:00Z"
+        )
     assert len(deployer.history(PROJECT, "staging")) == 1
 
     results = []
-    worker = threading.Thread(target=lambda: results.append(
-        deployer.deploy(PROJECT, "staging", images["v1"], reason="r", actor="a", order_key="2026-11-27")))
+    worker = threading.Thread(
+        target=lambda: results.append(
+            deployer.deploy(PROJECT, "staging", images["v1"], reason="r", actor="a", order_key="2026-11-27")
+        )
+    )
     worker.start()
     time.sleep(1.0)
     with pytest.raises(DeployBusy, match="already running"):
@@ -176,18 +203,29 @@ def test_older_images_never_overwrite_newer_and_one_deploy_at_a_time(podman_targ
 
 def test_publish_deploys_staging_and_promotes_to_production_unless_frozen(podman_target, images):
     raw = {
-        "staging": {"port": 18315, "auto": True, "from": "publish",
-                    "health": {"http": HEALTH, "within": "20s", "stable_for": "1s", "interval": 0.25}},
-        "production": {"port": 18316, "auto": True, "after": "staging",
-                       "health": {"http": HEALTH, "within": "20s", "stable_for": "1s", "interval": 0.25},
-                       "freeze": [{"from": "2030-01-01T00:00:00Z", "to": "2030-01-02T00:00:00Z"}]},
+        "staging": {
+            "port": 18315,
+            "auto": True,
+            "from": "publish",
+            "health": {"http": HEALTH, "within": "20s", "stable_for": "1s", "interval": 0.25},
+        },
+        "production": {
+            "port": 18316,
+            "auto": True,
+            "after": "staging",
+            "health": {"http": HEALTH, "within": "20s", "stable_for": "1s", "interval": 0.25},
+            "freeze": [{"from": "2030-01-01T00:00:00Z", "to": "2030-01-02T00:00:00Z"}],
+        },
     }
     clock = {"now": datetime(2026, 11, 26, tzinfo=UTC)}
     deployer, _ = make(podman_target, raw, clock=lambda: clock["now"])
-    outcomes = deployer.on_published(PROJECT, "publish", images["v1"], branch="main", source_run="run-9",
-                                     order_key="1")
-    assert [(o.environment, o.deployment.status) for o in outcomes] == [("staging", HEALTHY),
-                                                                         ("production", HEALTHY)]
+    outcomes = deployer.on_published(
+        PROJECT, "publish", images["v1"], branch="main", source_run="run-9", order_key="1"
+    )
+    assert [(o.environment, o.deployment.status) for o in outcomes] == [
+        ("staging", HEALTHY),
+        ("production", HEALTHY),
+    ]
     prod = outcomes[1].deployment
     assert prod.reason == "promoted from staging revision 1" and prod.source_run == "run-9"
     assert prod.image_digest == outcomes[0].deployment.image_digest

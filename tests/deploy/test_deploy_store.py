@@ -15,8 +15,16 @@ def store(request, tmp_path) -> DeploymentStore:
 
 
 def dep(rev: int, status: str, digest: str = "sha256:aa") -> Deployment:
-    return Deployment(project="p", environment="staging", revision=rev, image_ref="r/web:1", image_digest=digest,
-                      status=status, actor="me", reason="test")
+    return Deployment(
+        project="p",
+        environment="staging",
+        revision=rev,
+        image_ref="r/web:1",
+        image_digest=digest,
+        status=status,
+        actor="me",
+        reason="test",
+    )
 
 
 def test_protocol_and_queries(store):
@@ -63,11 +71,12 @@ def _reserve(path: str, n: int, out) -> None:
 def test_json_store_hands_out_unique_revisions_across_processes(tmp_path):
     path = str(tmp_path / "deploys.json")
     queue = multiprocessing.get_context("fork").Queue()
-    procs = [multiprocessing.get_context("fork").Process(target=_reserve, args=(path, 20, queue))
-             for _ in range(3)]
+    procs = [
+        multiprocessing.get_context("fork").Process(target=_reserve, args=(path, 20, queue)) for _ in range(3)
+    ]
     for p in procs:
         p.start()
-    got = sorted(sum((queue.get(timeout=30) for _ in procs), []))
+    got = sorted(n for _ in procs for n in queue.get(timeout=30))
     for p in procs:
         p.join()
     assert got == list(range(1, 61))

@@ -12,29 +12,48 @@ pytestmark = [pytest.mark.podman, pytest.mark.slow]
 
 
 def gone(result) -> bool:
-    out = subprocess.run(["podman", "pod", "ps", "--format", "{{.Name}}"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["podman", "pod", "ps", "--format", "{{.Name}}"], capture_output=True, text=True, check=True
+    ).stdout
     return result.release not in out
 
 
 def test_release_is_gated_tested_and_removed(podman_target, images):
-    result = run_test_release("demo/web", images["v1"], target=podman_target, health_path=HEALTH, timeout=20,
-                              test_command=["/bin/sh", "-c", 'wget -q -O - "$CHUTE_RELEASE_URL/" | grep -x v1'])
+    result = run_test_release(
+        "demo/web",
+        images["v1"],
+        target=podman_target,
+        health_path=HEALTH,
+        timeout=20,
+        test_command=["/bin/sh", "-c", 'wget -q -O - "$CHUTE_RELEASE_URL/" | grep -x v1'],
+    )
     podman_target.wait_idle()
     assert result.ok, result
     assert result.test_exit_code == 0 and "v1" in result.test_output
     assert result.health["healthy"] and gone(result)
 
-    failing = run_test_release("demo/web", images["v1"], target=podman_target, health_path=HEALTH, timeout=20,
-                               test_command=["/bin/sh", "-c", 'wget -q -O - "$CHUTE_RELEASE_URL/" | grep -x v2'])
+    failing = run_test_release(
+        "demo/web",
+        images["v1"],
+        target=podman_target,
+        health_path=HEALTH,
+        timeout=20,
+        test_command=["/bin/sh", "-c", 'wget -q -O - "$CHUTE_RELEASE_URL/" | grep -x v2'],
+    )
     podman_target.wait_idle()
     assert not failing.ok and failing.test_exit_code == 1 and "exited with 1" in failing.reason
     assert gone(failing)
 
 
 def test_unhealthy_release_fails_and_is_removed(podman_target, images):
-    result = run_test_release("demo/web", images["bad"], target=podman_target, health_path=HEALTH, timeout=20,
-                              test_command=["/bin/true"])
+    result = run_test_release(
+        "demo/web",
+        images["bad"],
+        target=podman_target,
+        health_path=HEALTH,
+        timeout=20,
+        test_command=["/bin/true"],
+    )
     podman_target.wait_idle()
     assert not result.ok and "did not become healthy" in result.reason and "500" in result.reason
     assert result.test_exit_code is None and result.seconds < 15 and gone(result)
@@ -49,5 +68,5 @@ def test_bad_input_is_a_clear_failure(podman_target, images, monkeypatch):
     assert not missing.ok and "does not exist" in missing.reason
     from chute.config import ConfigError
 
-    with pytest.raises(ConfigError, match="deploy.overrides"):
+    with pytest.raises(ConfigError, match=r"deploy\.overrides"):
         run_test_release("demo/web", images["v1"], target=podman_target, overrides={"replicaz": 2})

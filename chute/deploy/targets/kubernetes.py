@@ -31,12 +31,14 @@ from ..health import FATAL, PASS, WAIT, Check
 from . import ImageNotFound, Release, ResolvedImage, TargetError
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
-MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.index.v1+json",
-])
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
 
 # kind -> (API class name, method suffix, namespaced)
 _KINDS: dict[str, tuple[str, str, bool]] = {
@@ -56,8 +58,10 @@ def parse_image_ref(ref: str) -> tuple[str, str, str]:
     ref = ref.strip()
     first, _, rest = ref.partition("/")
     if not rest or not ("." in first or ":" in first or first == "localhost"):
-        raise ImageNotFound(f"{ref!r} names no registry: the kubernetes target pulls images from a registry, "
-                            "so name it like registry.example.org/team/app:tag")
+        raise ImageNotFound(
+            f"{ref!r} names no registry: the kubernetes target pulls images from a registry, "
+            "so name it like registry.example.org/team/app:tag"
+        )
     if "@" in rest:
         path, _, reference = rest.partition("@")
         path = path.rsplit(":", 1)[0] if ":" in path.rsplit("/", 1)[-1] else path
@@ -71,9 +75,14 @@ def parse_image_ref(ref: str) -> tuple[str, str, str]:
 class KubernetesTarget:
     name = "kubernetes"
 
-    def __init__(self, api_client_factory: Callable[[Environment], Any] | None = None, *,
-                 field_manager: str = "chute", insecure_registries: Collection[str] = ("localhost", "127.0.0.1"),
-                 http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        api_client_factory: Callable[[Environment], Any] | None = None,
+        *,
+        field_manager: str = "chute",
+        insecure_registries: Collection[str] = ("localhost", "127.0.0.1"),
+        http: httpx.Client | None = None,
+    ) -> None:
         self._factory = api_client_factory or _client_from_kubeconfig
         self.field_manager = field_manager
         self.insecure = set(insecure_registries)
@@ -94,21 +103,30 @@ class KubernetesTarget:
         if resp.status_code == 404:
             raise ImageNotFound(f"image {ref} does not exist in the registry {host}")
         if resp.status_code == 401:
-            raise ImageNotFound(f"the registry {host} wants credentials for {ref}; chute does not log in to "
-                                "registries yet: make the repository readable or use a registry that is")
+            raise ImageNotFound(
+                f"the registry {host} wants credentials for {ref}; chute does not log in to "
+                "registries yet: make the repository readable or use a registry that is"
+            )
         if resp.status_code != 200:
             raise ImageNotFound(f"the registry {host} answered {resp.status_code} for {ref}")
-        digest = resp.headers.get("Docker-Content-Digest") or \
-            "sha256:" + hashlib.sha256(resp.content).hexdigest()
+        digest = (
+            resp.headers.get("Docker-Content-Digest") or "sha256:" + hashlib.sha256(resp.content).hexdigest()
+        )
         env: dict[str, str] = {}
         try:
             manifest = resp.json()
             if "manifests" in manifest:  # an index: read the linux/amd64 image's config
-                chosen = next((m for m in manifest["manifests"]
-                               if (m.get("platform") or {}).get("architecture") == "amd64"),
-                              manifest["manifests"][0])
-                manifest = self.http.get(f"{base}/manifests/{chosen['digest']}",
-                                         headers={"Accept": MANIFEST_ACCEPT}).json()
+                chosen = next(
+                    (
+                        m
+                        for m in manifest["manifests"]
+                        if (m.get("platform") or {}).get("architecture") == "amd64"
+                    ),
+                    manifest["manifests"][0],
+                )
+                manifest = self.http.get(
+                    f"{base}/manifests/{chosen['digest']}", headers={"Accept": MANIFEST_ACCEPT}
+                ).json()
             config = self.http.get(f"{base}/blobs/{manifest['config']['digest']}").json()
             for item in (config.get("config") or {}).get("Env") or []:
                 key, _, value = item.partition("=")
@@ -132,14 +150,19 @@ class KubernetesTarget:
 
         kind = doc.get("kind", "")
         if kind not in _KINDS:
-            raise TargetError(f"the kubernetes target cannot apply kind {kind} yet "
-                              f"(it applies {', '.join(_KINDS)})")
+            raise TargetError(
+                f"the kubernetes target cannot apply kind {kind} yet (it applies {', '.join(_KINDS)})"
+            )
         api_name, suffix, namespaced = _KINDS[kind]
         api = getattr(k8s, api_name)(self.client(env))
         body = json.loads(json.dumps(doc))  # a private copy
         name = body["metadata"]["name"]
-        kwargs: dict[str, Any] = {"field_manager": self.field_manager, "force": True,
-                                  "_content_type": APPLY_CONTENT_TYPE, "_preload_content": False}
+        kwargs: dict[str, Any] = {
+            "field_manager": self.field_manager,
+            "force": True,
+            "_content_type": APPLY_CONTENT_TYPE,
+            "_preload_content": False,
+        }
         args: list[Any] = [name]
         if namespaced:
             body["metadata"]["namespace"] = namespace
@@ -151,8 +174,13 @@ class KubernetesTarget:
         from kubernetes import client as k8s
 
         api = k8s.AppsV1Api(self.client(env))
-        resp = self._call(api.read_namespaced_deployment, name, namespace, _preload_content=False,
-                          what=f"read Deployment {name}")
+        resp = self._call(
+            api.read_namespaced_deployment,
+            name,
+            namespace,
+            _preload_content=False,
+            what=f"read Deployment {name}",
+        )
         return json.loads(resp.data)
 
     def _call(self, fn: Callable[..., Any], *args: Any, what: str, **kwargs: Any) -> Any:
@@ -176,22 +204,32 @@ class KubernetesTarget:
     def start(self, release: Release) -> dict[str, Any]:
         env = release.env
         namespace = mf.namespace_for(release.project, env)
-        ns_doc = {"apiVersion": "v1", "kind": "Namespace",
-                  "metadata": {"name": namespace,
-                               "labels": {mf.LABEL_MANAGED_BY: "chute",
-                                          mf.LABEL_PROJECT: mf.dns_name(release.project)}}}
+        ns_doc = {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": namespace,
+                "labels": {mf.LABEL_MANAGED_BY: "chute", mf.LABEL_PROJECT: mf.dns_name(release.project)},
+            },
+        }
         self.apply(env, ns_doc, None)
-        docs = sorted((d for d in release.manifests if d.get("kind") != "Namespace"),
-                      key=lambda d: _APPLY_ORDER.index(d["kind"]) if d.get("kind") in _APPLY_ORDER else 99)
+        docs = sorted(
+            (d for d in release.manifests if d.get("kind") != "Namespace"),
+            key=lambda d: _APPLY_ORDER.index(d["kind"]) if d.get("kind") in _APPLY_ORDER else 99,
+        )
         unknown = sorted({d.get("kind", "?") for d in docs} - set(_KINDS))
         if unknown:  # refuse before anything of this revision is applied
-            raise TargetError(f"the kubernetes target cannot apply kind {', '.join(unknown)} yet "
-                              f"(it applies {', '.join(_KINDS)})")
+            raise TargetError(
+                f"the kubernetes target cannot apply kind {', '.join(unknown)} yet "
+                f"(it applies {', '.join(_KINDS)})"
+            )
         generations: dict[str, int] = {}
         for doc in docs:
             applied = self.apply(env, doc, namespace)
             if doc["kind"] == "Deployment":
-                generations[doc["metadata"]["name"]] = int((applied.get("metadata") or {}).get("generation") or 0)
+                generations[doc["metadata"]["name"]] = int(
+                    (applied.get("metadata") or {}).get("generation") or 0
+                )
         return {"namespace": namespace, "deployments": sorted(generations), "generations": generations}
 
     def probe_url(self, release: Release, state: dict[str, Any], *, serving: bool = False) -> str | None:
@@ -200,8 +238,10 @@ class KubernetesTarget:
     def check(self, release: Release, state: dict[str, Any]) -> Check:
         try:
             for name in state.get("deployments", []):
-                verdict = rollout_status(self.read_deployment(release.env, state["namespace"], name),
-                                         state.get("generations", {}).get(name, 0))
+                verdict = rollout_status(
+                    self.read_deployment(release.env, state["namespace"], name),
+                    state.get("generations", {}).get(name, 0),
+                )
                 if verdict.state != PASS:
                     return verdict
         except TargetError as exc:
@@ -226,8 +266,10 @@ def rollout_status(dep: dict[str, Any], min_generation: int = 0) -> Check:
     observed = int(status.get("observedGeneration") or 0)
     want = int(spec.get("replicas", 1))
     if observed < max(generation, min_generation):
-        return Check(WAIT, f"Deployment {name}: waiting for the controller (generation {generation}, "
-                           f"observed {observed})")
+        return Check(
+            WAIT,
+            f"Deployment {name}: waiting for the controller (generation {generation}, observed {observed})",
+        )
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             return Check(FATAL, f"Deployment {name}: progress deadline exceeded: {cond.get('message', '')}")
@@ -249,5 +291,7 @@ def _client_from_kubeconfig(env: Environment) -> Any:
     try:
         return config.new_client_from_config(config_file=env.kubeconfig, context=env.context)
     except (config.ConfigException, OSError) as exc:
-        raise TargetError(f"environment {env.name}: cannot load the kubeconfig"
-                          f"{' context ' + env.context if env.context else ''}: {exc}") from None
+        raise TargetError(
+            f"environment {env.name}: cannot load the kubeconfig"
+            f"{' context ' + env.context if env.context else ''}: {exc}"
+        ) from None

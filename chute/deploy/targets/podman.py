@@ -43,7 +43,8 @@ ROUTER_MODULE = "chute.deploy.router"
 
 def default_state_dir() -> Path:
     base = os.environ.get("CHUTE_HOME") or os.path.join(
-        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "chute")
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "chute"
+    )
     return Path(base) / "deploy" / "podman"
 
 
@@ -67,9 +68,16 @@ def _registry_host(ref: str) -> str | None:
 class PodmanTarget:
     name = "podman"
 
-    def __init__(self, state_dir: str | os.PathLike[str] | None = None, *, podman: str = "podman",
-                 extra_labels: Mapping[str, str] | None = None, stop_timeout: int = 2,
-                 pull_timeout: float = 300.0, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        podman: str = "podman",
+        extra_labels: Mapping[str, str] | None = None,
+        stop_timeout: int = 2,
+        pull_timeout: float = 300.0,
+        python: str = sys.executable,
+    ) -> None:
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.podman = podman
@@ -82,18 +90,24 @@ class PodmanTarget:
 
     # ------------------------------------------------------------------ podman calls
 
-    def _run(self, *args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, *args: str, timeout: float = 120.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         try:
-            proc = subprocess.run([self.podman, *args], capture_output=True, text=True, timeout=timeout,
-                                  check=False)
+            proc = subprocess.run(
+                [self.podman, *args], capture_output=True, text=True, timeout=timeout, check=False
+            )
         except FileNotFoundError:
-            raise TargetError(f"`{self.podman}` is not installed: install podman (apt-get install podman)") \
-                from None
+            raise TargetError(
+                f"`{self.podman}` is not installed: install podman (apt-get install podman)"
+            ) from None
         except subprocess.TimeoutExpired:
             raise TargetError(f"podman {' '.join(args[:2])} did not finish within {timeout:g}s") from None
         if check and proc.returncode != 0:
-            raise TargetError(f"podman {' '.join(args[:2])} failed (exit {proc.returncode}): "
-                              f"{proc.stderr.strip() or proc.stdout.strip()}")
+            raise TargetError(
+                f"podman {' '.join(args[:2])} failed (exit {proc.returncode}): "
+                f"{proc.stderr.strip() or proc.stdout.strip()}"
+            )
         return proc
 
     # ------------------------------------------------------------------ images
@@ -108,12 +122,16 @@ class PodmanTarget:
             tls = [] if not _insecure(ref) else ["--tls-verify=false"]
             pull = self._run("pull", "-q", *tls, ref, check=False, timeout=self.pull_timeout)
             if pull.returncode != 0:
-                raise ImageNotFound(f"image {ref} does not exist in local storage and cannot be pulled: "
-                                    f"{pull.stderr.strip().splitlines()[-1] if pull.stderr.strip() else 'error'}")
+                raise ImageNotFound(
+                    f"image {ref} does not exist in local storage and cannot be pulled: "
+                    f"{pull.stderr.strip().splitlines()[-1] if pull.stderr.strip() else 'error'}"
+                )
             proc = self._run("image", "inspect", ref, check=False, timeout=30)
         if proc.returncode != 0:
-            raise ImageNotFound(f"image {ref} does not exist in podman's local storage "
-                                "(build or pull it first, or name a registry to pull from)")
+            raise ImageNotFound(
+                f"image {ref} does not exist in podman's local storage "
+                "(build or pull it first, or name a registry to pull from)"
+            )
         info = json.loads(proc.stdout)[0]
         digest = info.get("Digest") or ""
         repo_digests: list[str] = info.get("RepoDigests") or []
@@ -135,9 +153,13 @@ class PodmanTarget:
         for item in (info.get("Config") or {}).get("Env") or []:
             key, _, value = item.partition("=")
             env[key] = value
-        return ResolvedImage(ref=ref, repository=repository, digest=digest, env=env,
-                             has_healthcheck=bool(info.get("Healthcheck") or
-                                                  (info.get("Config") or {}).get("Healthcheck")))
+        return ResolvedImage(
+            ref=ref,
+            repository=repository,
+            digest=digest,
+            env=env,
+            has_healthcheck=bool(info.get("Healthcheck") or (info.get("Config") or {}).get("Healthcheck")),
+        )
 
     # ------------------------------------------------------------------ revisions
 
@@ -193,9 +215,13 @@ class PodmanTarget:
         base = self.pod_base(release)
         kube_file = self.state_dir / f"{base}.yaml"
         kube_file.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        state = {"pod": f"{base}-pod-0", "container": f"{base}-pod-0-"
-                 f"{find(docs, 'Deployment')[0]['spec']['template']['spec']['containers'][0]['name']}",
-                 "side_port": side_port, "kube_file": str(kube_file)}
+        state = {
+            "pod": f"{base}-pod-0",
+            "container": f"{base}-pod-0-"
+            f"{find(docs, 'Deployment')[0]['spec']['template']['spec']['containers'][0]['name']}",
+            "side_port": side_port,
+            "kube_file": str(kube_file),
+        }
         try:
             self._run("kube", "play", "--replace", str(kube_file), timeout=120)
         except TargetError:
@@ -224,13 +250,19 @@ class PodmanTarget:
             return Check(WAIT, f"container {state['container']} is {status}")
         if restarts > int(state.get("restarts", 0)):
             state["restarts"] = restarts
-            return Check(FAIL, f"container {state['container']} restarted ({restarts} restarts, "
-                               f"last exit code {st.get('ExitCode')})")
+            return Check(
+                FAIL,
+                f"container {state['container']} restarted ({restarts} restarts, "
+                f"last exit code {st.get('ExitCode')})",
+            )
         if (info.get("Config") or {}).get("Healthcheck"):
             hc = self._run("healthcheck", "run", state["container"], check=False, timeout=30)
             if hc.returncode != 0:
-                return Check(FAIL, f"container {state['container']} healthcheck: "
-                                   f"{(hc.stdout or hc.stderr).strip() or 'unhealthy'}")
+                return Check(
+                    FAIL,
+                    f"container {state['container']} healthcheck: "
+                    f"{(hc.stdout or hc.stderr).strip() or 'unhealthy'}",
+                )
             return Check(PASS, f"container {state['container']} running, healthcheck passed")
         return Check(PASS, f"container {state['container']} running")
 
@@ -242,8 +274,12 @@ class PodmanTarget:
 
     def _router_files(self, env: Environment, project: str) -> tuple[Path, Path, Path, Path]:
         base = self.state_dir / f"{app_name(project, env.name)}.router"
-        return (base.with_suffix(".json"), base.with_suffix(".json.applied"), base.with_suffix(".json.ready"),
-                base.with_suffix(".log"))
+        return (
+            base.with_suffix(".json"),
+            base.with_suffix(".json.applied"),
+            base.with_suffix(".json.ready"),
+            base.with_suffix(".log"),
+        )
 
     def router_pid(self, project: str, env: Environment) -> int | None:
         state, _, ready, _ = self._router_files(env, project)
@@ -266,8 +302,15 @@ class PodmanTarget:
         except (OSError, ValueError):
             generation = 1
         tmp = state_file.with_name(state_file.name + ".tmp")
-        tmp.write_text(json.dumps({"upstream": f"127.0.0.1:{state['side_port']}", "generation": generation,
-                                   "revision": release.revision}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "upstream": f"127.0.0.1:{state['side_port']}",
+                    "generation": generation,
+                    "revision": release.revision,
+                }
+            )
+        )
         os.replace(tmp, state_file)
         pid = self.router_pid(release.project, env)
         if pid is None:
@@ -282,8 +325,9 @@ class PodmanTarget:
             except (OSError, ValueError):
                 pass
             time.sleep(0.01)
-        raise TargetError(f"the router on 127.0.0.1:{env.port} did not take revision {release.revision}; "
-                          f"see {log}")
+        raise TargetError(
+            f"the router on 127.0.0.1:{env.port} did not take revision {release.revision}; see {log}"
+        )
 
     def _start_router(self, env: Environment, state_file: Path, ready: Path, log: Path) -> None:
         ready.unlink(missing_ok=True)
@@ -292,12 +336,26 @@ class PodmanTarget:
             try:
                 s.bind(("127.0.0.1", env.port or 0))
             except OSError as exc:
-                raise TargetError(f"port 127.0.0.1:{env.port} of environment {env.name} is taken by another "
-                                  f"process ({exc.strerror}); free it or choose another port") from None
+                raise TargetError(
+                    f"port 127.0.0.1:{env.port} of environment {env.name} is taken by another "
+                    f"process ({exc.strerror}); free it or choose another port"
+                ) from None
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [self.python, "-m", ROUTER_MODULE, "--listen", f"127.0.0.1:{env.port}", "--state", str(state_file)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True, close_fds=True,
+                [
+                    self.python,
+                    "-m",
+                    ROUTER_MODULE,
+                    "--listen",
+                    f"127.0.0.1:{env.port}",
+                    "--state",
+                    str(state_file),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                close_fds=True,
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -354,8 +412,17 @@ class PodmanTarget:
         """Remove every revision and the router of an environment."""
         self.wait_idle()
         self.stop_router(project, env)
-        proc = self._run("pod", "ps", "-q", "--filter", f"label={LABEL_PROJECT}={dns_name(project)}",
-                         "--filter", f"label={LABEL_ENVIRONMENT}={env.name}", check=False, timeout=30)
+        proc = self._run(
+            "pod",
+            "ps",
+            "-q",
+            "--filter",
+            f"label={LABEL_PROJECT}={dns_name(project)}",
+            "--filter",
+            f"label={LABEL_ENVIRONMENT}={env.name}",
+            check=False,
+            timeout=30,
+        )
         ids = proc.stdout.split()
         if ids:
             self._run("pod", "rm", "-f", "-t", str(self.stop_timeout), *ids, check=False, timeout=60)
