@@ -3,9 +3,10 @@
 What others may import from here:
 
 * config: :func:`parse_environments`, :class:`Environment` (and its parts),
-  :func:`active_freeze`, :func:`outside_windows`, :func:`parse_duration`;
+  :func:`load_environments`, :func:`active_freeze`, :func:`outside_windows`,
+  :func:`parse_duration`;
 * the core: :class:`Deployer` (``deploy``, ``rollback``, ``history``,
-  ``promote_from``, ``on_published``) and its errors;
+  ``promote_from``, ``on_published``, ``recover_interrupted``) and its errors;
 * state: :class:`Deployment`, the :class:`DeploymentStore` protocol,
   :class:`MemoryStore`, :class:`JsonFileStore`;
 * targets: :class:`PodmanTarget`, :class:`KubernetesTarget` (imported lazily:
@@ -27,6 +28,7 @@ from .environments import (
     PrometheusCheck,
     Values,
     active_freeze,
+    load_environments,
     outside_windows,
     parse_duration,
     parse_environments,
@@ -101,6 +103,7 @@ __all__ = [
     "Verdict",
     "active_freeze",
     "find_helm",
+    "load_environments",
     "outside_windows",
     "parse_duration",
     "parse_environments",

@@ -160,7 +160,7 @@ class Deployer:
         target = self.target_for(env)
         override = self._check_calendar(env, override_freeze, actor, reason)
         with self._locked(project, environment):
-            current = self.store.current(project, environment)
+            current = self._serving(project, environment)
             if (
                 current
                 and order_key
@@ -311,6 +311,11 @@ class Deployer:
         verdicts.append({**second.to_dict(), "decided_at": self.clock().isoformat()})
         if not second.healthy:
             if env.rollback != "auto":
+                # It keeps serving; the previous revision serves no more and a human decides.
+                if previous is not None and previous.status == HEALTHY:
+                    self.store.update(project, environment, previous.revision, status=SUPERSEDED)
+                    with contextlib.suppress(TargetError):
+                        target.retire(self._release_of(previous, env), previous.target_state)
                 return self.store.update(
                     project,
                     environment,
@@ -340,7 +345,8 @@ class Deployer:
             project, environment, revision, status=HEALTHY, health=verdicts, finished_at=self.clock()
         )
         if previous is not None:
-            self.store.update(project, environment, previous.revision, status=SUPERSEDED)
+            if previous.status == HEALTHY:  # a failed one that served (rollback: manual) stays failed
+                self.store.update(project, environment, previous.revision, status=SUPERSEDED)
             with contextlib.suppress(TargetError):
                 target.retire(self._release_of(previous, env), previous.target_state)
         return dep
@@ -392,6 +398,30 @@ class Deployer:
             container_port=port,
         )
 
+    def recover_interrupted(self, project: str, environment: str) -> list[Deployment]:
+        """Mark deployments left pending/deploying by a stopped chute as failed (call at startup).
+
+        Does nothing while another deploy of the environment holds the lock.
+        """
+        recovered: list[Deployment] = []
+        try:
+            with self._locked(project, environment):
+                for dep in self.store.list(project, environment):
+                    if dep.status in (PENDING, DEPLOYING):
+                        recovered.append(
+                            self.store.update(
+                                project,
+                                environment,
+                                dep.revision,
+                                status=FAILED,
+                                finished_at=self.clock(),
+                                error="interrupted: chute stopped during this deploy; deploy again to retry",
+                            )
+                        )
+        except DeployBusy:
+            return []
+        return recovered
+
     # ------------------------------------------------------------------ rollback
 
     def rollback(
@@ -414,7 +444,7 @@ class Deployer:
         target = self.target_for(env)
         override = self._check_calendar(env, override_freeze, actor, reason)
         with self._locked(project, environment):
-            current = self.store.current(project, environment)
+            current = self._serving(project, environment)
             if to_revision is not None:
                 chosen = self.store.get(project, environment, to_revision)
                 if chosen is None:
@@ -467,10 +497,24 @@ class Deployer:
                     project,
                     environment,
                     current.revision,
-                    status=ROLLED_BACK,
+                    status=ROLLED_BACK if current.status in (HEALTHY, SUPERSEDED) else current.status,
                     time_to_restore=(now - served).total_seconds(),
                 )
             return self.store.get(project, environment, revision) or result
+
+    def _serving(self, project: str, environment: str) -> Deployment | None:
+        """The revision that takes traffic: the healthy one, or a failed one left serving
+        (rollback: manual) when it is the newest."""
+        current = self.store.current(project, environment)
+        if current is not None:
+            return current
+        for dep in self.store.list(project, environment, limit=50):
+            if dep.status == FAILED and dep.serving_at is None:
+                continue  # never took traffic
+            if dep.status == FAILED and dep.restored_revision is None:
+                return dep
+            return None
+        return None
 
     def _rollback_candidate(self, project: str, environment: str, current: Deployment | None) -> Deployment:
         before = current.revision if current else None

@@ -801,6 +801,17 @@ def parse_environments(
     return envs
 
 
+def load_environments(path: str, display_name: str | None = None) -> dict[str, Environment]:
+    """Read the ``environments`` of a ``.pipeline/config.yaml``; ``from`` is checked against its pipelines."""
+    from chute.config import load_file
+
+    doc = load_file(path, display_name)
+    data = doc.data if isinstance(doc.data, dict) else {}
+    pipelines = data.get("pipelines")
+    names = list(pipelines) if isinstance(pipelines, dict) else None
+    return parse_environments(data.get("environments"), doc, pipelines=names)
+
+
 def promotion_order(envs: Mapping[str, Environment]) -> list[str]:
     """Environment names so that each comes after the one it is promoted from."""
     done: list[str] = []

@@ -217,3 +217,18 @@ environments:
 
 def test_not_a_mapping():
     assert "environments must be a mapping" in problems("environments: [a, b]\n")[0]
+
+
+def test_load_environments_from_a_config_file(tmp_path):
+    from chute.deploy import load_environments
+
+    path = tmp_path / "config.yaml"
+    path.write_text(BRIEF.replace("from: publish", "from: pubish"))
+    with pytest.raises(ConfigError) as info:
+        load_environments(str(path), ".pipeline/config.yaml")
+    assert str(info.value.problems[0]).startswith(
+        ".pipeline/config.yaml:8:11: error: environments.staging.from:"
+    )
+    assert "did you mean `publish`?" in str(info.value)
+    path.write_text(BRIEF)
+    assert set(load_environments(str(path))) == {"staging", "production"}

@@ -235,3 +235,18 @@ def test_publish_deploys_staging_and_promotes_to_production_unless_frozen(podman
     outcomes = deployer.on_published(PROJECT, "publish", images["v2"], branch="main", order_key="2")
     assert outcomes[0].deployment.status == HEALTHY and outcomes[1].deployment is None
     assert "frozen" in outcomes[1].blocked and body(18316) == "v1" and body(18315) == "v2"
+
+
+def test_manual_rollback_mode_leaves_an_unhealthy_release_serving(podman_target, images):
+    port = 18317
+    deployer, _ = make(podman_target, environments(port, rollback="manual"))
+    assert deployer.deploy(PROJECT, "staging", images["v1"], reason="r", actor="a").status == HEALTHY
+    flaky = deployer.deploy(PROJECT, "staging", images["flaky"], reason="r", actor="a")
+    assert flaky.status == FAILED and "rollback: manual, so it still serves" in flaky.error
+    assert flaky.restored_revision is None and body(port) == "flaky"
+    assert deployer.store.current(PROJECT, "staging") is None  # nothing healthy serves
+    assert deployer.store.get(PROJECT, "staging", 1).status == SUPERSEDED
+    back = deployer.rollback(PROJECT, "staging", actor="oncall", reason="flaky health")
+    assert back.status == HEALTHY and back.rollback_of == flaky.revision and body(port) == "v1"
+    flaky = deployer.store.get(PROJECT, "staging", flaky.revision)
+    assert flaky.status == FAILED and flaky.time_to_restore > 0

@@ -95,3 +95,19 @@ def test_json_store_round_trips_and_reports_corruption(tmp_path):
     path.write_text("{not json")
     with pytest.raises(RuntimeError, match="not valid JSON"):
         s.current("p", "staging")
+
+
+def test_interrupted_deploys_are_marked_failed(tmp_path):
+    from chute.deploy import Deployer, parse_environments
+
+    store = JsonFileStore(tmp_path / "d.json")
+    envs = parse_environments({"staging": {"port": 18399}})
+    store.record(dep(store.next_revision("p", "staging"), HEALTHY))
+    store.record(dep(store.next_revision("p", "staging"), "deploying"))
+    deployer = Deployer(store, {"p": envs}, {})
+    assert store.try_lock("p", "staging", "another-process", ttl=60)
+    assert deployer.recover_interrupted("p", "staging") == []  # a deploy is still running elsewhere
+    store.unlock("p", "staging", "another-process")
+    (recovered,) = deployer.recover_interrupted("p", "staging")
+    assert recovered.revision == 2 and recovered.status == FAILED and "interrupted" in recovered.error
+    assert store.current("p", "staging").revision == 1
