@@ -148,13 +148,17 @@ class Deployer:
         override_freeze: bool = False,
         allow_older: bool = False,
         cascade: bool = False,
+        hold_rolled_back: bool = False,
     ) -> Deployment:
         """Deploy ``image`` (a tag or digest reference) and return the finished Deployment.
 
         Raises DeployBlocked, DeployBusy, OutdatedImage or DeployError before
         anything is recorded; every later failure is a recorded failed deployment.
         With ``cascade``, environments that come ``after`` this one are promoted
-        when it is healthy (see :meth:`promote_from`).
+        when it is healthy (see :meth:`promote_from`). With ``hold_rolled_back``
+        (automatic deploys), an image that was already rolled back from this
+        environment is refused (DeployBlocked) until someone deploys it by hand:
+        a rerun of the same build does not bring a bad image back.
         """
         env = self.environment(project, environment)
         target = self.target_for(env)
@@ -173,13 +177,26 @@ class Deployer:
                     f"({current.image_ref}, {current.order_key}) that {environment} runs; "
                     "use rollback to go back to an earlier revision"
                 )
+            try:
+                resolved: ResolvedImage | None = target.resolve_image(image)
+                missing: Exception | None = None
+            except (ImageNotFound, TargetError) as exc:
+                resolved, missing = None, exc
+            if resolved is not None and hold_rolled_back:
+                held = self._rolled_back_before(project, environment, resolved.digest)
+                if held is not None:
+                    raise DeployBlocked(
+                        f"{image} ({resolved.digest[:19]}) was rolled back from {environment} at revision "
+                        f"{held.revision} ({held.error or held.status}); it is held until someone deploys "
+                        "it by hand"
+                    )
             revision = self.store.next_revision(project, environment)
             dep = Deployment(
                 project=project,
                 environment=environment,
                 revision=revision,
                 image_ref=image,
-                image_digest=None,
+                image_digest=resolved.digest if resolved else None,
                 status=PENDING,
                 kind=KIND_DEPLOY,
                 actor=actor,
@@ -192,7 +209,8 @@ class Deployer:
             )
             self.store.record(dep)
             try:
-                resolved = target.resolve_image(image)
+                if resolved is None:
+                    raise missing or ImageNotFound(image)
                 release = self._render(project, env, revision, resolved)
             except (ImageNotFound, mf.ManifestError, HelmUnavailable, HelmError, TargetError) as exc:
                 return self.store.update(
@@ -502,6 +520,16 @@ class Deployer:
                 )
             return self.store.get(project, environment, revision) or result
 
+    def _rolled_back_before(self, project: str, environment: str, digest: str) -> Deployment | None:
+        for dep in self.store.list(project, environment, limit=200):
+            if dep.image_digest != digest:
+                continue
+            if dep.status == ROLLED_BACK or (dep.status == FAILED and dep.serving_at is not None):
+                return dep
+            if dep.status in (HEALTHY, SUPERSEDED):
+                return None  # deployed by hand (or healthy) since: no longer held
+        return None
+
     def _serving(self, project: str, environment: str) -> Deployment | None:
         """The revision that takes traffic: the healthy one, or a failed one left serving
         (rollback: manual) when it is the newest."""
@@ -561,6 +589,7 @@ class Deployer:
                 actor=actor,
                 source_run=source.source_run,
                 order_key=source.order_key,
+                hold_rolled_back=True,
             )
         except DeployError as exc:
             return [Outcome(name, None, blocked=str(exc))]
@@ -596,6 +625,7 @@ class Deployer:
                     actor=actor,
                     source_run=source_run,
                     order_key=order_key,
+                    hold_rolled_back=True,
                 )
             except DeployError as exc:
                 outcomes.append(Outcome(name, None, blocked=str(exc)))

@@ -250,3 +250,21 @@ def test_manual_rollback_mode_leaves_an_unhealthy_release_serving(podman_target,
     assert back.status == HEALTHY and back.rollback_of == flaky.revision and body(port) == "v1"
     flaky = deployer.store.get(PROJECT, "staging", flaky.revision)
     assert flaky.status == FAILED and flaky.time_to_restore > 0
+
+
+def test_a_rolled_back_image_is_held_from_automatic_deploys(podman_target, images):
+    raw = environments(18318, auto=True)
+    raw["staging"]["from"] = "publish"
+    deployer, _ = make(podman_target, raw)
+    assert (
+        deployer.on_published(PROJECT, "publish", images["v1"], branch="main")[0].deployment.status == HEALTHY
+    )
+    (first,) = deployer.on_published(PROJECT, "publish", images["flaky"], branch="main", source_run="run-1")
+    assert first.deployment.status == FAILED and first.deployment.restored_revision == 1
+    # The same build published again (a rerun) is not deployed again ...
+    (again,) = deployer.on_published(PROJECT, "publish", images["flaky"], branch="main", source_run="run-2")
+    assert again.deployment is None and "held until someone deploys it by hand" in again.blocked
+    assert len(deployer.history(PROJECT, "staging")) == 2 and body(18318) == "v1"
+    # ... while a new image is, and a human may still deploy the held one on purpose.
+    (fixed,) = deployer.on_published(PROJECT, "publish", images["v2"], branch="main")
+    assert fixed.deployment.status == HEALTHY and body(18318) == "v2"
