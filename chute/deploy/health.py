@@ -241,9 +241,9 @@ class HealthGate:
     ) -> Verdict:
         detail = {k: f"{c.state}: {c.detail}" for k, c in last.items()}
         if not ok and last:
-            worst = next((c.detail for c in last.values() if c.state in (FATAL, FAIL)), None) or next(
-                (c.detail for c in last.values() if c.state == WAIT), ""
-            )
-            if worst:
-                reason = f"{reason}: {worst}"
+            # The failing checks first, then the rest: a timeout says what was still missing.
+            order = {FATAL: 0, FAIL: 1, WAIT: 2, PASS: 3}
+            details = [c.detail for c in sorted(last.values(), key=lambda c: order[c.state]) if c.detail]
+            if details:
+                reason = f"{reason}: " + "; ".join(details)
         return Verdict(ok, phase, reason, self.clock() - start, ticks, detail)

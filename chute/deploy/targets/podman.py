@@ -248,22 +248,19 @@ class PodmanTarget:
             return Check(FATAL, f"container {state['container']} {status} (exit code {st.get('ExitCode')})")
         if status != "running":
             return Check(WAIT, f"container {state['container']} is {status}")
+        # A restarted container is running again, and its exit code then reads 0: say it only if known.
+        exited = f", last exit code {st.get('ExitCode')}" if st.get("ExitCode") else ""
         if restarts > int(state.get("restarts", 0)):
             state["restarts"] = restarts
-            return Check(
-                FAIL,
-                f"container {state['container']} restarted ({restarts} restarts, "
-                f"last exit code {st.get('ExitCode')})",
-            )
+            return Check(FAIL, f"container {state['container']} restarted ({restarts} restarts{exited})")
         if (info.get("Config") or {}).get("Healthcheck"):
             hc = self._run("healthcheck", "run", state["container"], check=False, timeout=30)
             if hc.returncode != 0:
-                return Check(
-                    FAIL,
-                    f"container {state['container']} healthcheck: "
-                    f"{(hc.stdout or hc.stderr).strip() or 'unhealthy'}",
-                )
+                said = (hc.stdout or hc.stderr).strip() or "unhealthy"
+                return Check(FAIL, f"container {state['container']} healthcheck: {said}")
             return Check(PASS, f"container {state['container']} running, healthcheck passed")
+        if restarts:
+            return Check(PASS, f"container {state['container']} running (restarted {restarts} times{exited})")
         return Check(PASS, f"container {state['container']} running")
 
     def is_warm(self, release: Release, state: dict[str, Any]) -> bool:
