@@ -34,7 +34,7 @@ def podman_ok() -> None:
 
 @pytest.fixture(scope="session")
 def images(podman_ok) -> dict[str, str]:
-    return {v: deploy_images.build(v) for v in ("v1", "v2", "bad", "flaky", "crash")}
+    return {v: deploy_images.build(v) for v in ("v1", "v2", "bad", "flaky", "crash", "hcfail")}
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ health endpoint ``/cgi-bin/healthz``:
 * ``bad``: the CGI answers 500;
 * ``flaky``: the CGI answers 200 for its first ``FLAKY_OK`` calls, then 500
   (healthy at first, unhealthy once it serves);
-* ``crash``: exits after a second.
+* ``crash``: exits after a second;
+* ``hcfail``: serves fine, but its image HEALTHCHECK always fails.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def build(variant: str, *, port: int = 8080, podman: str = "podman") -> str:
         'LABEL chute.test="1"\n'
         f"ENTRYPOINT {entry}\n"
     )
+    if variant == "hcfail":
+        containerfile += "HEALTHCHECK --interval=5s --retries=1 CMD test -f /tmp/never-there\n"
     key = hashlib.sha256((containerfile + cgi + variant).encode()).hexdigest()[:10]
     ref = f"{REPO}:{variant}-{key}"
     if subprocess.run([podman, "image", "exists", ref], check=False).returncode == 0:

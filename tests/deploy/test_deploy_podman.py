@@ -128,6 +128,9 @@ def test_bad_input_fails_before_the_serving_revision_is_touched(podman_target, i
     crash = deployer.deploy(PROJECT, "staging", images["crash"], reason="r", actor="a")
     # Seen either as exited (exit code 3) or, once podman restarted it, as restarting.
     assert crash.status == FAILED and ("exit code 3" in crash.error or "restarts" in crash.error)
+    # kube play drops the image's HEALTHCHECK; chute runs it itself.
+    hcfail = deployer.deploy(PROJECT, "staging", images["hcfail"], reason="r", actor="a")
+    assert hcfail.status == FAILED and "healthcheck" in hcfail.error
     assert body(port) == "v1" and deployer.store.current(PROJECT, "staging").revision == ok.revision
 
 

@@ -35,7 +35,7 @@ class ResolvedImage:
     repository: str  # without tag or digest
     digest: str  # sha256:...
     env: dict[str, str] = field(default_factory=dict)  # the image config's Env
-    has_healthcheck: bool = False
+    healthcheck: tuple[str, ...] = ()  # the image's HEALTHCHECK test, e.g. ("CMD-SHELL", "wget ...")
 
     @property
     def by_digest(self) -> str:

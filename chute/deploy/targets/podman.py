@@ -153,12 +153,14 @@ class PodmanTarget:
         for item in (info.get("Config") or {}).get("Env") or []:
             key, _, value = item.partition("=")
             env[key] = value
+        hc = info.get("Healthcheck") or (info.get("Config") or {}).get("Healthcheck") or {}
+        test = tuple(hc.get("Test") or ())
         return ResolvedImage(
             ref=ref,
             repository=repository,
             digest=digest,
             env=env,
-            has_healthcheck=bool(info.get("Healthcheck") or (info.get("Config") or {}).get("Healthcheck")),
+            healthcheck=test if test and test[0] in ("CMD", "CMD-SHELL") else (),
         )
 
     # ------------------------------------------------------------------ revisions
@@ -221,6 +223,8 @@ class PodmanTarget:
             f"{find(docs, 'Deployment')[0]['spec']['template']['spec']['containers'][0]['name']}",
             "side_port": side_port,
             "kube_file": str(kube_file),
+            # kube play 4.3 drops the image's HEALTHCHECK; chute runs it itself with podman exec.
+            "healthcheck": list(release.image.healthcheck),
         }
         try:
             self._run("kube", "play", "--replace", str(kube_file), timeout=120)
@@ -253,8 +257,13 @@ class PodmanTarget:
         if restarts > int(state.get("restarts", 0)):
             state["restarts"] = restarts
             return Check(FAIL, f"container {state['container']} restarted ({restarts} restarts{exited})")
+        hc_test = state.get("healthcheck") or []
         if (info.get("Config") or {}).get("Healthcheck"):
             hc = self._run("healthcheck", "run", state["container"], check=False, timeout=30)
+        elif hc_test:
+            argv = ["/bin/sh", "-c", hc_test[1]] if hc_test[0] == "CMD-SHELL" else hc_test[1:]
+            hc = self._run("exec", state["container"], *argv, check=False, timeout=30)
+        if (info.get("Config") or {}).get("Healthcheck") or hc_test:
             if hc.returncode != 0:
                 said = (hc.stdout or hc.stderr).strip() or "unhealthy"
                 return Check(FAIL, f"container {state['container']} healthcheck: {said}")
