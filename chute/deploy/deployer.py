@@ -272,8 +272,11 @@ class Deployer:
         try:
             state = target.start(release)
         except TargetError as exc:
-            # The target failed mid-deploy; on podman the serving revision was never touched.
-            restored = self._restore(previous, env, target) if env.rollback == "auto" else None
+            # The target failed mid-deploy. Side by side (podman), the serving revision was never touched.
+            if getattr(target, "side_by_side", False):
+                restored = previous.revision if previous is not None else None
+            else:
+                restored = self._restore(previous, env, target) if env.rollback == "auto" else None
             return self.store.update(
                 project,
                 environment,
@@ -288,13 +291,14 @@ class Deployer:
         first = self._gate(target, release, state, serving=False)
         verdicts.append({**first.to_dict(), "decided_at": self.clock().isoformat()})
         if not first.healthy:
-            # It never took traffic (podman), or Kubernetes kept the old pods (maxUnavailable 0).
+            # It never took traffic (side by side), or Kubernetes kept the old pods (maxUnavailable 0)
+            # while the Deployment now asks for the new ones: re-apply the previous revision.
             target.abort(release, state)
             restored = None
-            if env.rollback == "auto" and target.name != "podman":
+            if getattr(target, "side_by_side", False):
+                restored = previous.revision if previous is not None else None  # it served all along
+            elif env.rollback == "auto":
                 restored = self._restore(previous, env, target)
-            elif previous is not None and target.name == "podman":
-                restored = previous.revision  # it kept serving all along
             return self.store.update(
                 project,
                 environment,

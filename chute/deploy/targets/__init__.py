@@ -56,6 +56,7 @@ class Release:
 
 class Target(Protocol):
     name: str
+    side_by_side: bool  # True: start() leaves the serving revision alone until switch()
 
     def resolve_image(self, ref: str) -> ResolvedImage: ...
 

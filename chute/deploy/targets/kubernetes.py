@@ -74,6 +74,7 @@ def parse_image_ref(ref: str) -> tuple[str, str, str]:
 
 class KubernetesTarget:
     name = "kubernetes"
+    side_by_side = False  # apply changes what serves; the rolling update keeps old pods until ready
 
     def __init__(
         self,

@@ -67,6 +67,7 @@ def _registry_host(ref: str) -> str | None:
 
 class PodmanTarget:
     name = "podman"
+    side_by_side = True  # a new revision runs next to the serving one until switch()
 
     def __init__(
         self,
