@@ -1,0 +1,119 @@
+"""The fields shared by the top level and every variant, and how layers merge.
+
+One :class:`CommonConfig` holds one layer as written: the top level (over
+Blubber's built-in defaults) or one variant (which also has ``includes`` and
+``copies``). Expanding a variant merges layers with :meth:`CommonConfig.merged`.
+The field order of :data:`SECTIONS` is the order in which sections add
+instructions to a phase ([HEAD]: arguments, apt, builders, node, php,
+python, builder, lives, runs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .apt import AptConfig
+from .arguments import Arguments, decode_arguments, merge_arguments
+from .artifacts import Artifact
+from .builder import BuilderConfig
+from .builders import BuilderEntry, decode_builders, merge_builders
+from .copies import decode_copies, merge_copies
+from .decode import Ctx, Path, string, string_list
+from .lives import DEFAULT_AS as LIVES_AS
+from .lives import DEFAULT_ID as LIVES_ID
+from .lives import DEFAULT_IN, LivesConfig
+from .node import NodeConfig
+from .php import PhpConfig
+from .python import PythonConfig
+from .runs import DEFAULT_AS as RUNS_AS
+from .runs import DEFAULT_ID as RUNS_ID
+from .runs import RunsConfig
+from .validation import is_image_ref
+
+COMMON_KEYS = ("base", "apt", "builders", "node", "php", "python", "builder", "lives", "runs", "entrypoint",
+               "arguments")
+SCRATCH = "scratch"
+
+DEFAULT_LIVES = LivesConfig(DEFAULT_IN, LIVES_AS, LIVES_ID, LIVES_ID)
+DEFAULT_RUNS = RunsConfig("", RUNS_AS, RUNS_ID, RUNS_ID)
+
+
+@dataclass(slots=True)
+class CommonConfig:
+    base: str = ""
+    apt: AptConfig = field(default_factory=AptConfig)
+    builders: list[BuilderEntry] | None = None
+    node: NodeConfig = field(default_factory=NodeConfig)
+    php: PhpConfig = field(default_factory=PhpConfig)
+    python: PythonConfig = field(default_factory=PythonConfig)
+    builder: BuilderConfig = field(default_factory=BuilderConfig)
+    lives: LivesConfig = field(default_factory=LivesConfig)
+    runs: RunsConfig = field(default_factory=RunsConfig)
+    entrypoint: list[str] | None = None
+    arguments: Arguments | None = None
+    # variants only
+    includes: list[str] | None = None
+    copies: list[Artifact] | None = None
+    # where each field was written (canonical name -> path), for later problems
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def is_scratch(self) -> bool:
+        return not self.base or self.base == SCRATCH
+
+    def merged(self, other: CommonConfig) -> CommonConfig:
+        """``self`` with ``other`` layered on top (Blubber's Merge rules, spec §4.2)."""
+        return CommonConfig(
+            base=other.base or self.base,
+            apt=self.apt.merged(other.apt),
+            builders=merge_builders(self.builders, other.builders),
+            node=self.node.merged(other.node),
+            php=self.php.merged(other.php),
+            python=self.python.merged(other.python),
+            builder=self.builder.merged(other.builder),
+            lives=self.lives.merged(other.lives),
+            runs=self.runs.merged(other.runs),
+            entrypoint=other.entrypoint if other.entrypoint is not None else self.entrypoint,
+            arguments=merge_arguments(self.arguments, other.arguments),
+            includes=other.includes,
+            copies=merge_copies(self.copies, other.copies),
+            paths={**self.paths, **other.paths},
+        )
+
+
+def decode_common(ctx: Ctx, fields: dict[str, tuple[Path, Any]], *, top: bool) -> CommonConfig:
+    cfg = CommonConfig(lives=DEFAULT_LIVES, runs=DEFAULT_RUNS) if top else CommonConfig()
+    for key, (p, v) in fields.items():
+        cfg.paths[key] = p
+        if key == "base":
+            cfg.base = string(ctx, p, v)
+            if cfg.base and cfg.base != SCRATCH and not is_image_ref(cfg.base):
+                ctx.error(p, f"{cfg.base!r} is not a valid base image reference",
+                          "write an image reference such as docker-registry.example/debian:bookworm "
+                          "(lower-case repository path); leave base empty or null for scratch")
+        elif key == "apt":
+            cfg.apt = AptConfig.decode(ctx, p, v)
+        elif key == "builders":
+            cfg.builders = decode_builders(ctx, p, v)
+        elif key == "node":
+            cfg.node = NodeConfig.decode(ctx, p, v)
+        elif key == "php":
+            cfg.php = PhpConfig.decode(ctx, p, v)
+        elif key == "python":
+            cfg.python = PythonConfig.decode(ctx, p, v)
+        elif key == "builder":
+            cfg.builder = BuilderConfig.decode(ctx, p, v)
+        elif key == "lives":
+            cfg.lives = LivesConfig.decode(ctx, p, v, cfg.lives if top else None)
+        elif key == "runs":
+            cfg.runs = RunsConfig.decode(ctx, p, v, cfg.runs if top else None)
+        elif key == "entrypoint":
+            cfg.entrypoint = string_list(ctx, p, v, what="command arguments")
+        elif key == "arguments":
+            cfg.arguments = decode_arguments(ctx, p, v)
+        elif key == "includes":
+            cfg.includes = string_list(ctx, p, v, what="variant names")
+        elif key == "copies":
+            cfg.copies = decode_copies(ctx, p, v)
+    return cfg
