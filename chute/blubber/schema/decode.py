@@ -44,7 +44,8 @@ class Ctx:
     def raise_if_failed(self) -> None:
         if self.problems:
             code = EXIT_READ if self.decode_failed else EXIT_INVALID
-            raise ConfigError(list(self.problems), code)
+            ordered = sorted(self.problems, key=lambda p: (p.line or 0, p.column or 0))
+            raise ConfigError(ordered, code)
 
 
 def kind(value: Any) -> str:
