@@ -33,8 +33,21 @@ _ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t
             '"': r"\"", "\\": r"\\"}
 
 
+_QUOTED: dict[str, str] = {}  # the same few strings (users, paths, ids) recur in every stage
+
+
 def go_quote(s: str) -> str:
     """Quote like Go's ``strconv.Quote`` (what Blubber uses in every instruction)."""
+    q = _QUOTED.get(s)
+    if q is not None:
+        return q
+    q = _go_quote(s)
+    if len(_QUOTED) < 4096:
+        _QUOTED[s] = q
+    return q
+
+
+def _go_quote(s: str) -> str:
     if _PLAIN.fullmatch(s):
         return '"' + s + '"'
     out = ['"']
@@ -58,8 +71,10 @@ def go_quote(s: str) -> str:
 
 def _pairs(values: tuple[tuple[str, str], ...]) -> str:
     # Blubber emits the keys sorted bytewise; a later duplicate key wins.
+    if len(values) == 1:
+        return values[0][0] + "=" + go_quote(values[0][1])
     merged = dict(values)
-    return " ".join(k + "=" + go_quote(merged[k]) for k in sorted(merged))
+    return " ".join([k + "=" + go_quote(merged[k]) for k in sorted(merged)])
 
 
 def _mount(m: Mount) -> str:
@@ -85,43 +100,50 @@ def _mount(m: Mount) -> str:
     return "--mount=" + ",".join(opts)
 
 
+def _run(ins: Run) -> str:
+    parts = []
+    for c in ins.cmds:
+        if c.args:
+            parts.append(c.text + " " + " ".join([go_quote(a) for a in c.args]))
+        else:
+            parts.append(c.text)
+    line = " && ".join(parts)
+    if ins.mounts:
+        line = " ".join([_mount(m) for m in ins.mounts]) + " " + line
+    # A raw newline would end the instruction; Blubber writes it as "\n".
+    return "RUN " + line.replace("\n", "\\n")
+
+
+def _copy(ins: Copy) -> str:
+    head = "COPY "
+    if ins.chown is not None:
+        head += f"--chown={ins.chown[0]}:{ins.chown[1]} "
+    if ins.from_:
+        head += f"--from={ins.from_} "
+    dest = ins.dest
+    if len(ins.sources) > 1 and not dest.endswith("/"):
+        dest += "/"
+    return head + "[" + ", ".join([go_quote(s) for s in ins.sources] + [go_quote(dest)]) + "]"
+
+
+_RENDER = {
+    Run: _run,
+    Copy: _copy,
+    Env: lambda ins: "ENV " + _pairs(ins.values),
+    User: lambda ins: "USER " + go_quote(ins.name),
+    Workdir: lambda ins: "WORKDIR " + go_quote(ins.path),
+    Entrypoint: lambda ins: "ENTRYPOINT [" + ", ".join([go_quote(a) for a in ins.argv]) + "]",
+    Label: lambda ins: "LABEL " + _pairs(ins.values),
+    Arg: lambda ins: f"ARG {ins.name}={go_quote(ins.default)}",
+}
+
+
 def render_instruction(ins: Instruction) -> str:
     """One Dockerfile line (without the trailing newline)."""
-    if isinstance(ins, Run):
-        parts = []
-        for c in ins.cmds:
-            if c.args:
-                parts.append(c.text + " " + " ".join(go_quote(a) for a in c.args))
-            else:
-                parts.append(c.text)
-        line = " && ".join(parts)
-        if ins.mounts:
-            line = " ".join(_mount(m) for m in ins.mounts) + " " + line
-        # A raw newline would end the instruction; Blubber writes it as "\n".
-        return "RUN " + line.replace("\n", "\\n")
-    if isinstance(ins, Copy):
-        head = "COPY "
-        if ins.chown is not None:
-            head += f"--chown={ins.chown[0]}:{ins.chown[1]} "
-        if ins.from_:
-            head += f"--from={ins.from_} "
-        dest = ins.dest
-        if len(ins.sources) > 1 and not dest.endswith("/"):
-            dest += "/"
-        return head + "[" + ", ".join(go_quote(s) for s in (*ins.sources, dest)) + "]"
-    if isinstance(ins, Env):
-        return "ENV " + _pairs(ins.values)
-    if isinstance(ins, User):
-        return "USER " + go_quote(ins.name)
-    if isinstance(ins, Workdir):
-        return "WORKDIR " + go_quote(ins.path)
-    if isinstance(ins, Entrypoint):
-        return "ENTRYPOINT [" + ", ".join(go_quote(a) for a in ins.argv) + "]"
-    if isinstance(ins, Label):
-        return "LABEL " + _pairs(ins.values)
-    if isinstance(ins, Arg):
-        return f"ARG {ins.name}={go_quote(ins.default)}"
-    raise TypeError(f"not an instruction: {ins!r}")
+    render = _RENDER.get(type(ins))
+    if render is None:
+        raise TypeError(f"not an instruction: {ins!r}")
+    return render(ins)
 
 
 def render_stage(stage: Stage) -> str:
@@ -129,7 +151,7 @@ def render_stage(stage: Stage) -> str:
     if stage.alias:
         head += " AS " + stage.name
     lines = [head]
-    lines.extend(render_instruction(i) for i in stage.instructions)
+    lines += [_RENDER[type(i)](i) for i in stage.instructions]
     return "\n".join(lines) + "\n"
 
 

@@ -29,7 +29,7 @@ class Phase(IntEnum):
 PHASES: tuple[Phase, ...] = tuple(Phase)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Cmd:
     """One shell command: ``text`` is emitted as written, ``args`` are quoted."""
 
@@ -37,7 +37,7 @@ class Cmd:
     args: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BindMount:
     """``RUN --mount=type=bind``: a directory of another stage, image or the context."""
 
@@ -47,7 +47,7 @@ class BindMount:
     rw: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CacheMount:
     """``RUN --mount=type=cache``: a persistent cache directory."""
 
@@ -58,7 +58,7 @@ class CacheMount:
     gid: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TmpfsMount:
     """``RUN --mount=type=tmpfs``: an empty scratch directory for one step."""
 
@@ -68,7 +68,7 @@ class TmpfsMount:
 Mount = BindMount | CacheMount | TmpfsMount
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Run:
     """Shell commands joined with ``&&`` in one step, with optional mounts."""
 
@@ -77,7 +77,7 @@ class Run:
     mounts: tuple[Mount, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Env:
     """Environment variables for later steps and the image (rendered sorted)."""
 
@@ -85,13 +85,13 @@ class Env:
     origin: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Label:
     values: tuple[tuple[str, str], ...]
     origin: str = "label"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Arg:
     """A build argument with its default; also visible to later RUN steps."""
 
@@ -100,25 +100,25 @@ class Arg:
     origin: str = "arguments"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class User:
     name: str
     origin: str = "user"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Workdir:
     path: str
     origin: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Entrypoint:
     argv: tuple[str, ...]
     origin: str = "entrypoint"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Copy:
     """Copy ``sources`` to ``dest`` from the context (``from_ == ""``), a stage or an image.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,19 +71,21 @@ class LivesConfig:
 
     def instructions(self, phase: Phase) -> list[Instruction]:
         if phase is Phase.PRIVILEGED:
-            chown = _chown(self.uid, self.gid)
-            return [Run((*create_user(self.as_, self.uid, self.gid),
-                         Cmd("mkdir -p", (self.in_,)), Cmd(chown, (self.in_,)),
-                         Cmd("mkdir -p", (LIB_DIR,)), Cmd(chown, (LIB_DIR,))), "lives")]
+            return [_setup(self.as_, self.uid, self.gid, self.in_)]
         if phase is Phase.PRIVILEGE_DROPPED:
             return [Workdir(self.in_, "lives")]
         return []
 
 
-def _chown(uid: int, gid: int) -> str:
-    return f'chown "{uid}":"{gid}"'
+# The same few users recur in every stage of every variant: build their commands once.
+@functools.lru_cache(maxsize=256)
+def _setup(name: str, uid: int, gid: int, app_dir: str) -> Run:
+    chown = f'chown "{uid}":"{gid}"'
+    return Run((*create_user(name, uid, gid), Cmd("mkdir -p", (app_dir,)), Cmd(chown, (app_dir,)),
+                Cmd("mkdir -p", (LIB_DIR,)), Cmd(chown, (LIB_DIR,))), "lives")
 
 
+@functools.lru_cache(maxsize=256)
 def create_user(name: str, uid: int, gid: int) -> tuple[Cmd, Cmd]:
     """Blubber 0.8's user creation (by name; ``-o`` tolerates an existing id)."""
     from ..dockerfile import go_quote
