@@ -16,11 +16,15 @@ path. This package imports nothing heavy, so ``chute blubber`` starts fast.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from chute import __version__
 from chute.config import ConfigError, Problem, load_file, load_yaml
 
-from .policy import Policy, load_policy
 from .schema.config import BlubberConfig, decode_config
+
+if TYPE_CHECKING:
+    from .policy import Policy
 
 __all__ = [
     "BlubberConfig",
@@ -34,6 +38,21 @@ __all__ = [
     "load_policy",
     "parse_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Policy":  # imported on demand: most runs have no policy
+        from .policy import Policy
+
+        return Policy
+    raise AttributeError(name)
+
+
+def load_policy(uri: str) -> Policy:
+    """Read a policy from a file path or an http(s) URL (ConfigError exit 5 if it cannot be used)."""
+    from .policy import load_policy as load
+
+    return load(uri)
 
 
 def load_config(path: str) -> BlubberConfig:

@@ -66,17 +66,32 @@ def compile_stage(config: BlubberConfig, name: str, cfg: CommonConfig, workdirs:
         workdirs=workdirs, variants=names,
     )
     scratch = cfg.is_scratch
+    # Only ask the sections that have something to say (most variants use two or three).
+    apt_on = not scratch and not cfg.apt.is_empty()
+    builders_on = not scratch and bool(cfg.builders)
+    node_on = not scratch and cfg.node.is_set()
+    php_on = not scratch and cfg.php.is_set()
+    python_on = not scratch and cfg.python.enabled()
+    builder_on = not scratch and cfg.builder.is_set()
     out: list[Instruction] = []
     for phase in PHASES:
         ins: list[Instruction] = []
         if not scratch:
-            ins += argument_instructions(cfg.arguments, phase)
-            ins += cfg.apt.instructions(phase)
-            ins += builders_instructions(cfg.builders, phase, st)
-            ins += cfg.node.instructions(phase, st)
-            ins += cfg.php.instructions(phase, st)
-            ins += cfg.python.instructions(phase, st)
-            ins += cfg.builder.instructions(phase, st)
+            if phase is Phase.PRIVILEGED:
+                if cfg.arguments:
+                    ins += argument_instructions(cfg.arguments, phase)
+                if apt_on:
+                    ins += cfg.apt.instructions(phase)
+            if builders_on:
+                ins += builders_instructions(cfg.builders, phase, st)
+            if node_on:
+                ins += cfg.node.instructions(phase, st)
+            if php_on:
+                ins += cfg.php.instructions(phase, st)
+            if python_on:
+                ins += cfg.python.instructions(phase, st)
+            if builder_on:
+                ins += cfg.builder.instructions(phase, st)
             ins += lives.instructions(phase)
             ins += runs.instructions(phase)
         if phase is Phase.POST_INSTALL and cfg.entrypoint:

@@ -12,7 +12,6 @@ section by section, and ``chute lint`` to point at the section responsible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import IntEnum
 
 
@@ -29,123 +28,167 @@ class Phase(IntEnum):
 PHASES: tuple[Phase, ...] = tuple(Phase)
 
 
-@dataclass(slots=True)
-class Cmd:
+class _Record:
+    """Plain slotted records: cheap to define (``chute blubber`` starts fast) and to create."""
+
+    __slots__ = ()
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Cmd(_Record):
     """One shell command: ``text`` is emitted as written, ``args`` are quoted."""
 
-    text: str
-    args: tuple[str, ...] = ()
+    __slots__ = ("args", "text")
+
+    def __init__(self, text: str, args: tuple[str, ...] = ()) -> None:
+        self.text = text
+        self.args = args
 
 
-@dataclass(slots=True)
-class BindMount:
+class BindMount(_Record):
     """``RUN --mount=type=bind``: a directory of another stage, image or the context."""
 
-    target: str
-    source: str = ""
-    from_: str = ""  # "" = the build context
-    rw: bool = True
+    __slots__ = ("from_", "rw", "source", "target")
+
+    def __init__(self, target: str, source: str = "", from_: str = "", rw: bool = True) -> None:
+        self.target = target
+        self.source = source
+        self.from_ = from_  # "" = the build context
+        self.rw = rw
 
 
-@dataclass(slots=True)
-class CacheMount:
+class CacheMount(_Record):
     """``RUN --mount=type=cache``: a persistent cache directory."""
 
-    target: str
-    id: str  # "" = the engine uses the target
-    sharing: str = "shared"  # shared | private | locked
-    uid: int = 0
-    gid: int = 0
+    __slots__ = ("gid", "id", "sharing", "target", "uid")
+
+    def __init__(self, target: str, id: str, sharing: str = "shared", uid: int = 0, gid: int = 0) -> None:
+        self.target = target
+        self.id = id  # "" = the engine uses the target
+        self.sharing = sharing  # shared | private | locked
+        self.uid = uid
+        self.gid = gid
 
 
-@dataclass(slots=True)
-class TmpfsMount:
+class TmpfsMount(_Record):
     """``RUN --mount=type=tmpfs``: an empty scratch directory for one step."""
 
-    target: str
+    __slots__ = ("target",)
+
+    def __init__(self, target: str) -> None:
+        self.target = target
 
 
 Mount = BindMount | CacheMount | TmpfsMount
 
 
-@dataclass(slots=True)
-class Run:
+class Run(_Record):
     """Shell commands joined with ``&&`` in one step, with optional mounts."""
 
-    cmds: tuple[Cmd, ...]
-    origin: str = ""
-    mounts: tuple[Mount, ...] = ()
+    __slots__ = ("cmds", "mounts", "origin")
+
+    def __init__(self, cmds: tuple[Cmd, ...], origin: str = "", mounts: tuple[Mount, ...] = ()) -> None:
+        self.cmds = cmds
+        self.origin = origin
+        self.mounts = mounts
 
 
-@dataclass(slots=True)
-class Env:
+class Env(_Record):
     """Environment variables for later steps and the image (rendered sorted)."""
 
-    values: tuple[tuple[str, str], ...]
-    origin: str = ""
+    __slots__ = ("origin", "values")
+
+    def __init__(self, values: tuple[tuple[str, str], ...], origin: str = "") -> None:
+        self.values = values
+        self.origin = origin
 
 
-@dataclass(slots=True)
-class Label:
-    values: tuple[tuple[str, str], ...]
-    origin: str = "label"
+class Label(_Record):
+    __slots__ = ("origin", "values")
+
+    def __init__(self, values: tuple[tuple[str, str], ...], origin: str = "label") -> None:
+        self.values = values
+        self.origin = origin
 
 
-@dataclass(slots=True)
-class Arg:
+class Arg(_Record):
     """A build argument with its default; also visible to later RUN steps."""
 
-    name: str
-    default: str
-    origin: str = "arguments"
+    __slots__ = ("default", "name", "origin")
+
+    def __init__(self, name: str, default: str, origin: str = "arguments") -> None:
+        self.name = name
+        self.default = default
+        self.origin = origin
 
 
-@dataclass(slots=True)
-class User:
-    name: str
-    origin: str = "user"
+class User(_Record):
+    __slots__ = ("name", "origin")
+
+    def __init__(self, name: str, origin: str = "user") -> None:
+        self.name = name
+        self.origin = origin
 
 
-@dataclass(slots=True)
-class Workdir:
-    path: str
-    origin: str = ""
+class Workdir(_Record):
+    __slots__ = ("origin", "path")
+
+    def __init__(self, path: str, origin: str = "") -> None:
+        self.path = path
+        self.origin = origin
 
 
-@dataclass(slots=True)
-class Entrypoint:
-    argv: tuple[str, ...]
-    origin: str = "entrypoint"
+class Entrypoint(_Record):
+    __slots__ = ("argv", "origin")
+
+    def __init__(self, argv: tuple[str, ...], origin: str = "entrypoint") -> None:
+        self.argv = argv
+        self.origin = origin
 
 
-@dataclass(slots=True)
-class Copy:
+class Copy(_Record):
     """Copy ``sources`` to ``dest`` from the context (``from_ == ""``), a stage or an image.
 
     ``exclude`` holds .dockerignore-style patterns; the compiler rewrites such
     a copy into a filtering stage because podman 4.3 has no ``COPY --exclude``.
     """
 
-    sources: tuple[str, ...]
-    dest: str
-    from_: str = ""
-    chown: tuple[int, int] | None = None
-    exclude: tuple[str, ...] = ()
-    origin: str = ""
+    __slots__ = ("chown", "dest", "exclude", "from_", "origin", "sources")
+
+    def __init__(self, sources: tuple[str, ...], dest: str, from_: str = "",
+                 chown: tuple[int, int] | None = None, exclude: tuple[str, ...] = (),
+                 origin: str = "") -> None:
+        self.sources = sources
+        self.dest = dest
+        self.from_ = from_
+        self.chown = chown
+        self.exclude = exclude
+        self.origin = origin
 
 
 Instruction = Run | Env | Label | Arg | User | Workdir | Entrypoint | Copy
 
 
-@dataclass(slots=True)
-class Stage:
+class Stage(_Record):
     """One ``FROM`` and its instructions. ``base`` None means ``FROM scratch``."""
 
-    name: str
-    base: str | None
-    alias: bool  # render "AS <name>"
-    instructions: list[Instruction] = field(default_factory=list)
-    variant: str = ""  # the variant this stage builds ("" for helper stages)
+    __slots__ = ("alias", "base", "instructions", "name", "variant")
+
+    def __init__(self, name: str, base: str | None, alias: bool,
+                 instructions: list[Instruction] | None = None, variant: str = "") -> None:
+        self.name = name
+        self.base = base
+        self.alias = alias  # render "AS <name>"
+        self.instructions = instructions if instructions is not None else []
+        self.variant = variant  # the variant this stage builds ("" for helper stages)
 
 
 def home_of(user: str) -> str:

@@ -21,7 +21,6 @@ A path whose variant or map key does not exist is skipped, as in Blubber.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -183,7 +182,7 @@ _NO_PARAM: dict[str, Callable[[Any], bool]] = {
 KNOWN_RULES = sorted({*_NEEDS_PARAM, *_NO_PARAM, "omitempty", "dive"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class _Test:
     name: str
     param: str | None
@@ -248,13 +247,15 @@ def rule_holds(steps: list[list[_Test] | str], value: Any) -> bool:
 
 
 def _render(v: Any) -> str:
+    import json
+
     return json.dumps(v, ensure_ascii=False)
 
 
 # ---------------------------------------------------------------- the policy
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class Enforcement:
     path: str
     rule: str
@@ -263,7 +264,7 @@ class Enforcement:
     column: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class Policy:
     uri: str
     enforcements: tuple[Enforcement, ...]

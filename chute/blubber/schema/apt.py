@@ -7,7 +7,6 @@ merge. Packages install as root in the privileged phase.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ SOURCE_KEYS = Keys("an apt source", ("url", "distribution", "components", "signe
 PROXY_KEYS = Keys("an apt proxy", ("url", "source"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class AptSource:
     url: str
     distribution: str
@@ -34,6 +33,8 @@ class AptSource:
     signed_by: str = ""
 
     def keyring_path(self) -> str:
+        import hashlib
+
         return f"{KEYRING_DIR}/{hashlib.sha256(self.signed_by.encode()).hexdigest()}.asc"
 
     def line(self) -> str:
@@ -43,7 +44,7 @@ class AptSource:
         return " ".join((head, self.url, self.distribution, *self.components))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class AptProxy:
     url: str
     source: str = ""
@@ -64,7 +65,7 @@ def _host(url: str) -> str:
     return rest.rsplit("@", 1)[-1]
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class AptConfig:
     packages: dict[str, list[str]] | None = None  # release -> packages, insertion ordered
     sources: list[AptSource] | None = None

@@ -19,7 +19,7 @@ LIB_DIR = "/opt/lib"  # Blubber's shared library directory, copied along with th
 KEYS = Keys("a copy", ("from", "source", "destination", "exclude"))
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(eq=False)
 class Artifact:
     from_: str
     source: str = ""

@@ -26,7 +26,7 @@ KEYS = Keys("builder", ("command", "script", "requirements", "mounts", "caches")
 SCRIPT_DIR = "/tmp/blubber-script-"
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class BuilderConfig:
     command: list[str] | None = None
     command_is_text: bool = False  # given as one string: the whole thing is shell text

@@ -28,7 +28,7 @@ CUSTOM_KEYS = Keys("builders[].custom", BUILDER_KEYS.names)
 Builder = NodeConfig | PythonConfig | PhpConfig | BuilderConfig
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class BuilderEntry:
     kind: str
     config: Builder

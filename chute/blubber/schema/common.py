@@ -37,19 +37,22 @@ SCRATCH = "scratch"
 
 DEFAULT_LIVES = LivesConfig(DEFAULT_IN, LIVES_AS, LIVES_ID, LIVES_ID)
 DEFAULT_RUNS = RunsConfig("", RUNS_AS, RUNS_ID, RUNS_ID)
+# Shared "not given" sections (never modified): merging a layer that leaves a section out is free.
+_APT, _NODE, _PHP, _PYTHON = AptConfig(), NodeConfig(), PhpConfig(), PythonConfig()
+_BUILDER, _LIVES, _RUNS = BuilderConfig(), LivesConfig(), RunsConfig()
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class CommonConfig:
     base: str = ""
-    apt: AptConfig = field(default_factory=AptConfig)
+    apt: AptConfig = _APT
     builders: list[BuilderEntry] | None = None
-    node: NodeConfig = field(default_factory=NodeConfig)
-    php: PhpConfig = field(default_factory=PhpConfig)
-    python: PythonConfig = field(default_factory=PythonConfig)
-    builder: BuilderConfig = field(default_factory=BuilderConfig)
-    lives: LivesConfig = field(default_factory=LivesConfig)
-    runs: RunsConfig = field(default_factory=RunsConfig)
+    node: NodeConfig = _NODE
+    php: PhpConfig = _PHP
+    python: PythonConfig = _PYTHON
+    builder: BuilderConfig = _BUILDER
+    lives: LivesConfig = _LIVES
+    runs: RunsConfig = _RUNS
     entrypoint: list[str] | None = None
     arguments: Arguments | None = None
     # variants only
@@ -66,14 +69,14 @@ class CommonConfig:
         """``self`` with ``other`` layered on top (Blubber's Merge rules, spec §4.2)."""
         return CommonConfig(
             base=other.base or self.base,
-            apt=self.apt.merged(other.apt),
+            apt=self.apt if other.apt is _APT else self.apt.merged(other.apt),
             builders=merge_builders(self.builders, other.builders),
-            node=self.node.merged(other.node),
-            php=self.php.merged(other.php),
-            python=self.python.merged(other.python),
-            builder=self.builder.merged(other.builder),
-            lives=self.lives.merged(other.lives),
-            runs=self.runs.merged(other.runs),
+            node=self.node if other.node is _NODE else self.node.merged(other.node),
+            php=self.php if other.php is _PHP else self.php.merged(other.php),
+            python=self.python if other.python is _PYTHON else self.python.merged(other.python),
+            builder=self.builder if other.builder is _BUILDER else self.builder.merged(other.builder),
+            lives=self.lives if other.lives is _LIVES else self.lives.merged(other.lives),
+            runs=self.runs if other.runs is _RUNS else self.runs.merged(other.runs),
             entrypoint=other.entrypoint if other.entrypoint is not None else self.entrypoint,
             arguments=merge_arguments(self.arguments, other.arguments),
             includes=other.includes,

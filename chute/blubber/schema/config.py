@@ -38,7 +38,7 @@ VARIANT_KEYS = Keys("a variant", ("includes", "copies", *COMMON_KEYS), {
 })
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class BlubberConfig:
     """A loaded and validated Blubber config (``version: v4``)."""
 

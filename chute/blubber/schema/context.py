@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class StageContext:
     """Per-stage facts: the app directory and owners, the known environment, other stages."""
 

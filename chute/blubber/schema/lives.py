@@ -35,7 +35,7 @@ def check_abspath(ctx: Ctx, path: Path, value: str) -> None:
                   "write an absolute path such as /srv/app")
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class LivesConfig:
     in_: str = ""
     as_: str = ""

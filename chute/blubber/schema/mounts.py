@@ -25,7 +25,7 @@ ACCESS = ("shared", "private", "locked")
 _UNSAFE = re.compile(r"[\s,\"'=]")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class MountConfig:
     from_: str
     destination: str = ""
@@ -39,7 +39,7 @@ class MountConfig:
         return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False)
 class CacheConfig:
     destination: str
     id: str = ""

@@ -17,7 +17,7 @@ KEYS = Keys("node", ("requirements", "env", "use-npm-ci", "allow-dedupe-failure"
 DEDUPE_WARNING = "WARNING: npm dedupe failed, continuing anyways"
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class NodeConfig:
     requirements: Requirements | None = None
     env: str = ""

@@ -14,7 +14,7 @@ from .requirements import Requirements, decode_requirements, requirement_copies
 KEYS = Keys("php", ("requirements", "production"))
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class PhpConfig:
     requirements: Requirements | None = None
     production: bool | None = None

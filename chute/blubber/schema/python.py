@@ -31,7 +31,7 @@ POETRY_KEYS = Keys("python.poetry", ("version", "devel", "only", "without"))
 _PINS = ("tox-version", "pip-version", "setuptools-version", "wheel-version")
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class PoetryConfig:
     version: str = ""
     devel: bool | None = None
@@ -47,7 +47,7 @@ class PoetryConfig:
         return int(m.group(0)) if m else 0
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class PythonConfig:
     version: str = ""
     requirements: Requirements | None = None

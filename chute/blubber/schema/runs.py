@@ -25,7 +25,7 @@ def check_env_names(ctx: Ctx, path: Path, names: dict[str, str], what: str) -> N
                       at_key=True)
 
 
-@dataclass(slots=True)
+@dataclass(eq=False)
 class RunsConfig:
     in_: str = ""
     as_: str = ""
