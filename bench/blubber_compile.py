@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     root = corpus()
-    texts = [(str(p), p.read_bytes()) for folder in ("configs", "repaired") for p in sorted((root / folder).iterdir())]
+    texts = [(str(p), p.read_bytes())
+             for folder in ("configs", "repaired") for p in sorted((root / folder).iterdir())]
 
     best_load = float("inf")
     configs = []
@@ -57,7 +58,8 @@ def main() -> None:
         best = min(best, time.perf_counter() - t0)
 
     print(f"corpus: {len(texts)} files, {len(configs)} accepted, {len(pairs)} variants")
-    print(f"load (parse + validate): {len(texts) / best_load:,.0f} files/s ({best_load * 1000:.1f} ms for all)")
+    print(f"load (parse + validate): {len(texts) / best_load:,.0f} files/s "
+          f"({best_load * 1000:.1f} ms for all)")
     print(f"compile: {len(pairs) / best:,.0f} variants/s ({best / len(pairs) * 1e6:.0f} us per variant, "
           f"best of {args.rounds} rounds)")
     per_variant_load = best_load / len(pairs)

@@ -64,8 +64,10 @@ class Builder:
         (self.root / f"{ctx.name}.Dockerfile").write_text(dockerfile)
         tag = f"localhost/chute-test-blubber:{variant.lower()}-{ctx.name}"
         proc = podman("build", "--layers=false", "--label", "chute.test=1", "-f",
-                      str(self.root / f"{ctx.name}.Dockerfile"), "-t", tag, *build_args, str(ctx), check=False)
-        assert proc.returncode == 0, f"build failed:\n{dockerfile}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                      str(self.root / f"{ctx.name}.Dockerfile"), "-t", tag, *build_args, str(ctx),
+                      check=False)
+        assert proc.returncode == 0, \
+            f"build failed:\n{dockerfile}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         self.images.append(tag)
         return tag
 
@@ -109,7 +111,8 @@ def test_exclude_in_copies_and_requirements(builder: Builder) -> None:
               - {{from: local, exclude: ["*.md", "!secret.md", "docs/*.md"]}}
             entrypoint: [./hello.sh]
     """, "hello", files)
-    listing = builder.run(image, "sh", "-c", "cd /srv/app && find . -type f | sort && stat -c '%u:%g %n' hello.sh")
+    listing = builder.run(image, "sh", "-c",
+                          "cd /srv/app && find . -type f | sort && stat -c '%u:%g %n' hello.sh")
     assert listing.split() == ["./docs/keep.txt", "./hello.sh", "./main.c", "./secret.md", "./src/main.c",
                                "65533:65533", "hello.sh"]
 
@@ -120,7 +123,9 @@ def test_exclude_from_another_variant_into_scratch(builder: Builder) -> None:
         variants:
           build:
             base: {DEBIAN}
-            builder: {{command: "mkdir -p out/sub && echo bin > out/app && echo x > out/notes.md && echo y > out/sub/z.md"}}
+            builder:
+              command: >-
+                mkdir -p out/sub && echo bin > out/app && echo x > out/notes.md && echo y > out/sub/z.md
           app:
             copies: [{{from: build, source: /srv/app/out/, destination: /app/, exclude: ["**/*.md"]}}]
     """, "app", {})
@@ -191,8 +196,9 @@ def test_apt_files_users_and_runtime(builder: Builder) -> None:
     keyring = next(iter(builder.files(image, "/etc/apt/keyrings").values()))
     assert keyring == key
     sources = builder.files(image, "/etc/apt/sources.list.d/99blubber.list")
-    assert list(sources.values())[0].startswith("deb [signed-by=/etc/apt/keyrings/")
-    assert list(sources.values())[0].endswith("] https://deb.example.org/debian bookworm main contrib\n")
+    line = next(iter(sources.values()))
+    assert line.startswith("deb [signed-by=/etc/apt/keyrings/")
+    assert line.endswith("] https://deb.example.org/debian bookworm main contrib\n")
     probe = podman("create", "--label", "chute.test=1", image)
     ctr = probe.stdout.strip()
     try:

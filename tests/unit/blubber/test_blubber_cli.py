@@ -35,7 +35,8 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_prints_the_dockerfile_from_any_directory(project: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_prints_the_dockerfile_from_any_directory(project: Path,
+                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
     elsewhere = tmp_path_factory.mktemp("elsewhere")
     proc = chute("blubber", str(project / ".pipeline" / "blubber.yaml"), "test", cwd=elsewhere)
     assert proc.returncode == 0, proc.stderr

@@ -151,7 +151,8 @@ def test_compat_variables_in_mounts() -> None:
     """, "app")
     assert ("RUN --mount=type=cache,target=${GOCACHE},sharing=shared,uid=1000,gid=1001 "
             "--mount=type=cache,target=/cache/1000/x,sharing=shared,uid=1000,gid=1001 "
-            "--mount=type=cache,target=/srv/app/rel/dir,sharing=shared,uid=1000,gid=1001 go build") in lines(out)
+            "--mount=type=cache,target=/srv/app/rel/dir,sharing=shared,uid=1000,gid=1001 go build"
+            ) in lines(out)
 
 
 def test_compat_absolute_local_destination() -> None:
@@ -172,7 +173,8 @@ def test_compat_copies_from_image() -> None:
         version: v4
         base: debian:bookworm
         variants:
-          app: {copies: [{from: "docker-registry.example/tools:1", source: /bin/tool, destination: /bin/tool}]}
+          app:
+            copies: [{from: "docker-registry.example/tools:1", source: /bin/tool, destination: /bin/tool}]
     """, "app")
     assert 'COPY --chown=65533:65533 --from=docker-registry.example/tools:1 ["/bin/tool", "/bin/tool"]' \
         in lines(out)
@@ -215,8 +217,8 @@ def test_compat_loose_scalars() -> None:
 
 def test_compat_flag_tokens() -> None:
     for token in ("true", "yes", "on", "1", "t", "T", "TRUE", '"true"'):
-        out = dockerfile(f"version: v4\nbase: debian:bookworm\nvariants: {{app: {{runs: {{insecurely: {token}}}}}}}\n",
-                         "app")
+        text = f"version: v4\nbase: debian:bookworm\nvariants: {{app: {{runs: {{insecurely: {token}}}}}}}\n"
+        out = dockerfile(text, "app")
         assert not out.splitlines()[-2].startswith("ENV HOME"), token  # no switch to the runs user
     with pytest.raises(ConfigError) as ei:
         config("version: v4\nvariants: {app: {runs: {insecurely: 2}}}\n")

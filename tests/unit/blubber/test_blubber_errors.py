@@ -1,4 +1,4 @@
-"""Invalid configs: every problem at once, located, with the full field path, a hint and Blubber's exit code."""
+"""Invalid configs: every problem at once, located, with its field path, a hint and Blubber's exit code."""
 
 from __future__ import annotations
 
@@ -125,7 +125,11 @@ def test_many_problems_at_once() -> None:
         variants:
           test:
             includes: [prod, nope]
-            copies: [{source: x}, {from: bulid, destination: y}, {from: local, source: x}, {from: local, source: x}]
+            copies:
+              - {source: x}
+              - {from: bulid, destination: y}
+              - {from: local, source: x}
+              - {from: local, source: x}
             entrypoint: npm test
             python: {poetry: {version: "1.0 beta"}, pip-version: "?"}
           prod: {}
@@ -143,14 +147,14 @@ def test_many_problems_at_once() -> None:
         (9, 61, "runs.insecurely"),
         (10, 13, "node.env"),
         (13, 22, "variants.test.includes[1]"),
-        (14, 14, "variants.test.copies[0]"),
-        (14, 27, "variants.test.copies[1]"),
-        (14, 84, "variants.test.copies[3]"),
-        (15, 17, "variants.test.entrypoint"),
-        (16, 32, "variants.test.python.poetry.version"),
-        (16, 58, "variants.test.python.pip-version"),
+        (15, 9, "variants.test.copies[0]"),
+        (16, 9, "variants.test.copies[1]"),
+        (18, 9, "variants.test.copies[3]"),
+        (19, 17, "variants.test.entrypoint"),
+        (20, 32, "variants.test.python.poetry.version"),
+        (20, 58, "variants.test.python.pip-version"),
     ]
-    messages = dict(((f[2], f[3]) for f in found))
+    messages = dict((f[2], f[3]) for f in found)
     assert messages["variants.test.copies[0]"] == "from is required"
     assert messages["variants.test.copies[1]"] == 'source is required if "destination" is also set'
     assert messages["variants.test.copies[3]"] == "cannot contain duplicates"
@@ -231,8 +235,8 @@ def test_unreadable_file(tmp_path) -> None:
 
 
 def test_json_config_like_a_blubberoid_body() -> None:
-    cfg = parse_config(b'{"version": "v4", "base": "debian:buster", "variants": {"test": {"copies": ["local"]}}}',
-                       "request")
+    body = b'{"version": "v4", "base": "debian:buster", "variants": {"test": {"copies": ["local"]}}}'
+    cfg = parse_config(body, "request")
     assert compile_variant(cfg, "test").startswith("FROM debian:buster\n")
     with pytest.raises(ConfigError) as ei:
         parse_config('{"version": "v4", "variants": {"test": {"bogus": 1}}}', "request")

@@ -18,7 +18,8 @@ import pytest
 from chute.blubber.exclude import PatternError, filter_command, pattern_regex
 
 TREE = ["README.md", "a.txt", "src/main.c", "src/x.md", "src/sub/deep.md", "docs/a.md", ".git/HEAD",
-        ".git/refs/heads/main", ".git/objects/ab/cd", "weird name.txt", "q'uote.txt", "b[1].txt", "dollar$x.md"]
+        ".git/refs/heads/main", ".git/objects/ab/cd", "weird name.txt", "q'uote.txt", "b[1].txt",
+        "dollar$x.md"]
 
 
 def _segment_match(name: str, pat: str) -> bool:
@@ -58,7 +59,8 @@ def expected(patterns: list[str]) -> list[str]:
 
 
 CASES = [["*.md"], ["**/*.md"], [".git"], ["!HEAD", "!refs/**/*"], ["*", "!src"], ["*", "!src", "src/*.md"],
-         [".git", "!.git/HEAD"], ["src/**"], ["?.txt"], ["b[0-9].txt"], ["b[!0-9].txt"], ["*.md", "!docs/*.md"],
+         [".git", "!.git/HEAD"], ["src/**"], ["?.txt"], ["b[0-9].txt"], ["b[!0-9].txt"],
+         ["*.md", "!docs/*.md"],
          ["weird name.txt", "q'uote.txt"], ["dollar$x.md"], ["/README.md"], ["src/sub"], ["**"]]
 
 
@@ -67,7 +69,8 @@ def _shells() -> list[tuple[str, dict[str, str]]]:
     busybox = shutil.which("busybox")
     if busybox:
         # busybox's own awk/find/cp, as in a busybox base image
-        return [*shells, ("busybox", {**os.environ, "PATH": "/tmp/chute-busybox-applets:" + os.environ["PATH"]})]
+        applets = {**os.environ, "PATH": "/tmp/chute-busybox-applets:" + os.environ["PATH"]}
+        return [*shells, ("busybox", applets)]
     return shells
 
 

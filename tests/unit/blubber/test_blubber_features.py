@@ -82,9 +82,9 @@ def test_02_defaults_and_custom_owners() -> None:
             runs: {as: apprunner, uid: 4321, gid: 4320}
             copies: [local]
     """, "custom")
-    assert ('RUN groupadd -o -g "1235" -r "appowner" && useradd -l -o -m -d "/home/appowner" -r -g "appowner" '
-            '-u "1234" "appowner" && mkdir -p "/usr/local/app" && chown "1234":"1235" "/usr/local/app" && '
-            'mkdir -p "/opt/lib" && chown "1234":"1235" "/opt/lib"') in lines(out)
+    assert ('RUN groupadd -o -g "1235" -r "appowner" && useradd -l -o -m -d "/home/appowner" -r -g '
+            '"appowner" -u "1234" "appowner" && mkdir -p "/usr/local/app" && chown "1234":"1235" '
+            '"/usr/local/app" && mkdir -p "/opt/lib" && chown "1234":"1235" "/opt/lib"') in lines(out)
     assert ('RUN groupadd -o -g "4320" -r "apprunner" && useradd -l -o -m -d "/home/apprunner" -r -g '
             '"apprunner" -u "4321" "apprunner"') in lines(out)
     assert 'WORKDIR "/usr/local/app"' in lines(out)
@@ -118,7 +118,8 @@ def test_02_environment_and_runtime_directory() -> None:
     """, "env")
     body = lines(out)
     assert body[body.index('WORKDIR "/srv/app"') + 1] == 'ENV BAZ="qux" FOO="bar"'
-    assert body[-4:-1] == ['ENV HOME="/home/runuser"', 'WORKDIR "/some/other/directory"', 'ENTRYPOINT ["env"]']
+    assert body[-4:-1] == ['ENV HOME="/home/runuser"', 'WORKDIR "/some/other/directory"',
+                           'ENTRYPOINT ["env"]']
 
 
 def test_03_packages_sources_and_signing_keys() -> None:
@@ -141,8 +142,8 @@ def test_03_packages_sources_and_signing_keys() -> None:
     digest = hashlib.sha256(key.encode()).hexdigest()
     body = lines(out)
     i = body.index('ENV DEBIAN_FRONTEND="noninteractive"')
-    assert body[i + 1] == (f'RUN mkdir -p "/etc/apt/keyrings" && printf \'%b\' \'-----BEGIN PGP PUBLIC KEY BLOCK'
-                           f'-----\\nmQINBFe\\n-----END PGP PUBLIC KEY BLOCK-----\\n\' > '
+    assert body[i + 1] == (f'RUN mkdir -p "/etc/apt/keyrings" && printf \'%b\' \'-----BEGIN PGP PUBLIC '
+                           f'KEY BLOCK-----\\nmQINBFe\\n-----END PGP PUBLIC KEY BLOCK-----\\n\' > '
                            f"'/etc/apt/keyrings/{digest}.asc'")
     assert body[i + 2] == 'RUN apt-get update && apt-get install -y "ca-certificates"'
     assert body[i + 3] == (f"RUN printf '%b' 'deb [signed-by=/etc/apt/keyrings/{digest}.asc] "
@@ -163,7 +164,8 @@ def test_03_apt_proxies_are_written_then_removed() -> None:
         variants: {net: {}}
     """, "net")
     assert ("RUN printf '%b' 'Acquire::http::Proxy \"http://webproxy.example:8080\";\\nAcquire::https::Proxy::"
-            "security.debian.org \"http://p2:3128\";\\n' > '/etc/apt/apt.conf.d/99blubber-proxies'") in lines(out)
+            "security.debian.org \"http://p2:3128\";\\n' > '/etc/apt/apt.conf.d/99blubber-proxies'"
+            ) in lines(out)
     assert ('RUN apt-get update && apt-get install -y "curl" && rm -rf /var/lib/apt/lists/* && '
             'rm -f "/etc/apt/apt.conf.d/99blubber-proxies"') in lines(out)
 
@@ -223,9 +225,11 @@ def test_04_inline_script_and_scratch_application() -> None:
     d = "/tmp/blubber-script-" + hashlib.sha256(script.encode()).hexdigest()[:16]
     run = next(line for line in lines(out) if line.startswith("RUN --mount=type=tmpfs"))
     assert run == (f"RUN --mount=type=tmpfs,target={d} printf '%b' "
-                   "'#!/bin/bash\\nif ! [[ \"$CGO_ENABLED\" == \"0\" ]]; then\\n  exit 1\\nfi\\ngo build $(go list)\\n'"
+                   "'#!/bin/bash\\nif ! [[ \"$CGO_ENABLED\" == \"0\" ]]; then\\n  exit 1\\nfi\\n"
+                   "go build $(go list)\\n'"
                    f" > '{d}/script' && chmod 0555 '{d}/script' && '{d}/script'")
-    assert out.endswith('FROM scratch AS application\nCOPY --from=build ["/srv/app/hello-world-go", "/hello"]\n'
+    assert out.endswith('FROM scratch AS application\n'
+                        'COPY --from=build ["/srv/app/hello-world-go", "/hello"]\n'
                         'ENTRYPOINT ["/hello"]\nLABEL blubber.variant="application" blubber.version="+"\n')
 
 
@@ -263,7 +267,8 @@ def test_04_requirements_exclude_caches_and_mounts() -> None:
     assert 'COPY --chown=65533:65533 --from=build_exclude_1 ["/blubber-exclude/0/root", "./"]' in body
     assert ("RUN --mount=type=bind,from=assets,source=/src/dist,target=/srv/app/dist,rw "
             "--mount=type=cache,target=${GOCACHE},sharing=shared,uid=65533,gid=65533 "
-            "--mount=type=cache,id=gopkg,target=${GOPATH}/pkg,sharing=locked,uid=65533,gid=65533 go build") in body
+            "--mount=type=cache,id=gopkg,target=${GOPATH}/pkg,sharing=locked,uid=65533,gid=65533 go build"
+            ) in body
 
 
 def test_05_copies_from_another_variant_into_scratch() -> None:
@@ -326,8 +331,8 @@ def test_06_use_system_site_packages_and_no_deps() -> None:
 def test_06_version_pins() -> None:
     out = _python('pip-version: "~=26.0"\n              setuptools-version: "~=81.0"\n'
                   '              tox-version: "4.49.1"\n              wheel-version: "~=0.46.3"')
-    assert out[3] == ('RUN python3 "-m" "pip" "install" "-U" "setuptools~=81.0" && python3 "-m" "pip" "install" '
-                      '"-U" "wheel~=0.46.3" "tox==4.49.1" "pip~=26.0"')
+    assert out[3] == ('RUN python3 "-m" "pip" "install" "-U" "setuptools~=81.0" && '
+                      'python3 "-m" "pip" "install" "-U" "wheel~=0.46.3" "tox==4.49.1" "pip~=26.0"')
 
 
 def test_06_poetry_1_and_2() -> None:

@@ -25,9 +25,10 @@ FUZZ = settings(deadline=3000, database=None, suppress_health_check=[HealthCheck
 SEEDS = st.integers(0, 2**32 - 1)
 
 NAMES = ["build", "test", "prod", "Prod", "ab", "bad_name", "local"]
-KEYS = ["version", "variants", "base", "apt", "packages", "sources", "proxies", "node", "php", "python", "builder",
-        "builders", "custom", "lives", "runs", "entrypoint", "arguments", "includes", "copies", "requirements",
-        "command", "script", "mounts", "caches", "from", "source", "destination", "exclude", "in", "as", "uid",
+KEYS = ["version", "variants", "base", "apt", "packages", "sources", "proxies", "node", "php", "python",
+        "builder", "builders", "custom", "lives", "runs", "entrypoint", "arguments", "includes", "copies",
+        "requirements", "command", "script", "mounts", "caches", "from", "source", "destination", "exclude",
+        "in", "as", "uid",
         "gid", "environment", "insecurely", "env", "use-npm-ci", "poetry", "venv", "no-deps", "pip-version",
         "id", "access", "url", "distribution", "components", "signed-by", "Base", "bogus"]
 WORDS = ["local", "build", "test", "prod", "v4", "v3", "/srv/app", "rel/dir", "../up", "debian:12", "python3",
@@ -107,8 +108,8 @@ def _artifact(r: random.Random) -> Any:
         return _ref(r)
     art: dict[str, Any] = {"from": _ref(r)}
     for key in r.sample(["source", "destination", "exclude"], r.randrange(4)):
-        art[key] = _path(r) if key != "exclude" else r.sample(["*.md", "!HEAD", "src/**", "[a-z]", "a^b", "\\", ""],
-                                                                 r.randrange(3))
+        patterns = ["*.md", "!HEAD", "src/**", "[a-z]", "a^b", "\\", ""]
+        art[key] = _path(r) if key != "exclude" else r.sample(patterns, r.randrange(3))
     return art
 
 

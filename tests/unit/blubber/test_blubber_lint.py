@@ -58,7 +58,10 @@ def test_loose_scalars_and_old_python_layout_are_warnings() -> None:
           build: {python: {version: python3, requirements: [r.txt]}}
           prod:
             python: {version: python3}
-            copies: [{from: build, source: /opt/lib/python/site-packages, destination: /opt/lib/python/site-packages}]
+            copies:
+              - from: build
+                source: /opt/lib/python/site-packages
+                destination: /opt/lib/python/site-packages
     """))
     assert all(p.severity == "warning" for p in problems)
     paths = [p.path for p in problems]

@@ -101,7 +101,8 @@ def test_every_violation_is_reported() -> None:
 
 
 @pytest.mark.parametrize(("rule", "ok"), [
-    ("required", True), ("omitempty,imageref", True), ("abspath", False), ("baseimage", True), ("startswith=registry.", True),
+    ("required", True), ("omitempty,imageref", True), ("abspath", False), ("baseimage", True),
+    ("startswith=registry.", True),
     ("endswith=:12", True), ("contains=debian", True), ("ne=x", True), ("max=26", True), ("min=27", False),
     ("len=26", True), ("oneof=a b", False), ("excludes=ubuntu", True), ("lowercase", True),
     ("uppercase|required", True), ("isdefault", False),
@@ -161,7 +162,7 @@ def test_unreadable_or_broken_policy(tmp_path: Path) -> None:
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path == "/policy.yaml":
             body = POLICY.encode()
             self.send_response(200)

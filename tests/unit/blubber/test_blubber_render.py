@@ -63,7 +63,8 @@ def test_stages() -> None:
     assert text == 'FROM debian:12 AS build\nUSER "root"\nFROM scratch AS app\n'
 
 
-@pytest.mark.parametrize("text", ["a\nb\\c %s 'q' \"d\" $HOME `x` \\c\n", "-----BEGIN\n\tx\x01y\r\n", "ü€\n\n"])
+@pytest.mark.parametrize("text", ["a\nb\\c %s 'q' \"d\" $HOME `x` \\c\n", "-----BEGIN\n\tx\x01y\r\n",
+                                  "ü€\n\n"])
 def test_printf_text_prints_exactly_with_the_real_shell(text: str) -> None:
     out = subprocess.run(["sh", "-c", printf_text(text)], capture_output=True, check=True).stdout
     assert out == text.encode()
