@@ -28,7 +28,7 @@ class Phase(IntEnum):
 PHASES: tuple[Phase, ...] = tuple(Phase)
 
 
-class _Record:
+class Record:
     """Plain slotted records: cheap to define (``chute blubber`` starts fast) and to create."""
 
     __slots__ = ()
@@ -43,7 +43,7 @@ class _Record:
         return f"{type(self).__name__}({fields})"
 
 
-class Cmd(_Record):
+class Cmd(Record):
     """One shell command: ``text`` is emitted as written, ``args`` are quoted."""
 
     __slots__ = ("args", "text")
@@ -53,7 +53,7 @@ class Cmd(_Record):
         self.args = args
 
 
-class BindMount(_Record):
+class BindMount(Record):
     """``RUN --mount=type=bind``: a directory of another stage, image or the context."""
 
     __slots__ = ("from_", "rw", "source", "target")
@@ -65,7 +65,7 @@ class BindMount(_Record):
         self.rw = rw
 
 
-class CacheMount(_Record):
+class CacheMount(Record):
     """``RUN --mount=type=cache``: a persistent cache directory."""
 
     __slots__ = ("gid", "id", "sharing", "target", "uid")
@@ -78,7 +78,7 @@ class CacheMount(_Record):
         self.gid = gid
 
 
-class TmpfsMount(_Record):
+class TmpfsMount(Record):
     """``RUN --mount=type=tmpfs``: an empty scratch directory for one step."""
 
     __slots__ = ("target",)
@@ -90,7 +90,7 @@ class TmpfsMount(_Record):
 Mount = BindMount | CacheMount | TmpfsMount
 
 
-class Run(_Record):
+class Run(Record):
     """Shell commands joined with ``&&`` in one step, with optional mounts."""
 
     __slots__ = ("cmds", "mounts", "origin")
@@ -101,7 +101,7 @@ class Run(_Record):
         self.mounts = mounts
 
 
-class Env(_Record):
+class Env(Record):
     """Environment variables for later steps and the image (rendered sorted)."""
 
     __slots__ = ("origin", "values")
@@ -111,7 +111,7 @@ class Env(_Record):
         self.origin = origin
 
 
-class Label(_Record):
+class Label(Record):
     __slots__ = ("origin", "values")
 
     def __init__(self, values: tuple[tuple[str, str], ...], origin: str = "label") -> None:
@@ -119,7 +119,7 @@ class Label(_Record):
         self.origin = origin
 
 
-class Arg(_Record):
+class Arg(Record):
     """A build argument with its default; also visible to later RUN steps."""
 
     __slots__ = ("default", "name", "origin")
@@ -130,7 +130,7 @@ class Arg(_Record):
         self.origin = origin
 
 
-class User(_Record):
+class User(Record):
     __slots__ = ("name", "origin")
 
     def __init__(self, name: str, origin: str = "user") -> None:
@@ -138,7 +138,7 @@ class User(_Record):
         self.origin = origin
 
 
-class Workdir(_Record):
+class Workdir(Record):
     __slots__ = ("origin", "path")
 
     def __init__(self, path: str, origin: str = "") -> None:
@@ -146,7 +146,7 @@ class Workdir(_Record):
         self.origin = origin
 
 
-class Entrypoint(_Record):
+class Entrypoint(Record):
     __slots__ = ("argv", "origin")
 
     def __init__(self, argv: tuple[str, ...], origin: str = "entrypoint") -> None:
@@ -154,7 +154,7 @@ class Entrypoint(_Record):
         self.origin = origin
 
 
-class Copy(_Record):
+class Copy(Record):
     """Copy ``sources`` to ``dest`` from the context (``from_ == ""``), a stage or an image.
 
     ``exclude`` holds .dockerignore-style patterns; the compiler rewrites such
@@ -177,7 +177,7 @@ class Copy(_Record):
 Instruction = Run | Env | Label | Arg | User | Workdir | Entrypoint | Copy
 
 
-class Stage(_Record):
+class Stage(Record):
     """One ``FROM`` and its instructions. ``base`` None means ``FROM scratch``."""
 
     __slots__ = ("alias", "base", "instructions", "name", "variant")

@@ -7,10 +7,9 @@ merge. Packages install as root in the privileged phase.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..instructions import Cmd, Env, Instruction, Phase, Run
+from ..instructions import Cmd, Env, Instruction, Phase, Record, Run
 from .decode import Ctx, Keys, Path, items, kind, mapping, string, string_list
 from .shell import write_file_cmd
 from .validation import DEBIAN_COMPONENT, DEBIAN_PACKAGE, DEBIAN_RELEASE, HTTP_URL
@@ -25,12 +24,20 @@ SOURCE_KEYS = Keys("an apt source", ("url", "distribution", "components", "signe
 PROXY_KEYS = Keys("an apt proxy", ("url", "source"))
 
 
-@dataclass(eq=False)
-class AptSource:
-    url: str
-    distribution: str
-    components: tuple[str, ...] = ()
-    signed_by: str = ""
+class AptSource(Record):
+    __slots__ = ("components", "distribution", "signed_by", "url")
+
+    def __init__(
+        self,
+        url: str,
+        distribution: str,
+        components: tuple[str, ...] = (),
+        signed_by: str = "",
+    ) -> None:
+        self.url = url
+        self.distribution = distribution
+        self.components = components
+        self.signed_by = signed_by
 
     def keyring_path(self) -> str:
         import hashlib
@@ -44,10 +51,12 @@ class AptSource:
         return " ".join((head, self.url, self.distribution, *self.components))
 
 
-@dataclass(eq=False)
-class AptProxy:
-    url: str
-    source: str = ""
+class AptProxy(Record):
+    __slots__ = ("source", "url")
+
+    def __init__(self, url: str, source: str = "") -> None:
+        self.url = url
+        self.source = source
 
     def line(self) -> str:
         scheme_of = self.source or self.url
@@ -65,11 +74,18 @@ def _host(url: str) -> str:
     return rest.rsplit("@", 1)[-1]
 
 
-@dataclass(eq=False)
-class AptConfig:
-    packages: dict[str, list[str]] | None = None  # release -> packages, insertion ordered
-    sources: list[AptSource] | None = None
-    proxies: list[AptProxy] | None = None
+class AptConfig(Record):
+    __slots__ = ("packages", "proxies", "sources")
+
+    def __init__(
+        self,
+        packages: dict[str, list[str]] | None = None,
+        sources: list[AptSource] | None = None,
+        proxies: list[AptProxy] | None = None,
+    ) -> None:
+        self.packages = packages  # release -> packages, insertion ordered
+        self.sources = sources
+        self.proxies = proxies
 
     @classmethod
     def decode(cls, ctx: Ctx, path: Path, value: Any) -> AptConfig:

@@ -7,9 +7,9 @@ context), a variant name or [HEAD] an image reference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from ..instructions import Record
 from .decode import Ctx, Keys, Path, mapping, string, string_list
 from .validation import go_clean, go_dir, is_relative_local
 
@@ -19,14 +19,24 @@ LIB_DIR = "/opt/lib"  # Blubber's shared library directory, copied along with th
 KEYS = Keys("a copy", ("from", "source", "destination", "exclude"))
 
 
-@dataclass(eq=False)
-class Artifact:
-    from_: str
-    source: str = ""
-    destination: str = ""
-    exclude: tuple[str, ...] = ()
-    shorthand: bool = False  # written as a plain string
-    path: Path = ()  # where it is in the config, for problems
+class Artifact(Record):
+    __slots__ = ("destination", "exclude", "from_", "path", "shorthand", "source")
+
+    def __init__(
+        self,
+        from_: str,
+        source: str = "",
+        destination: str = "",
+        exclude: tuple[str, ...] = (),
+        shorthand: bool = False,
+        path: Path = (),
+    ) -> None:
+        self.from_ = from_
+        self.source = source
+        self.destination = destination
+        self.exclude = exclude
+        self.shorthand = shorthand  # written as a plain string
+        self.path = path  # where it is in the config, for problems
 
     def key(self) -> tuple[str, str, str, tuple[str, ...]]:
         """What makes two entries "the same" for de-duplication (as Blubber compares them)."""

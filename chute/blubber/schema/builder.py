@@ -12,10 +12,9 @@ element as a Go format string, which swallowed arguments or panicked).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..instructions import Cmd, Instruction, Phase, Run, TmpfsMount
+from ..instructions import Cmd, Instruction, Phase, Record, Run, TmpfsMount
 from .context import StageContext
 from .decode import Ctx, Keys, Path, kind, mapping, string, string_list
 from .mounts import CacheConfig, MountConfig, cache_flags, decode_caches, decode_mounts, mount_flags
@@ -26,14 +25,24 @@ KEYS = Keys("builder", ("command", "script", "requirements", "mounts", "caches")
 SCRIPT_DIR = "/tmp/blubber-script-"
 
 
-@dataclass(eq=False)
-class BuilderConfig:
-    command: list[str] | None = None
-    command_is_text: bool = False  # given as one string: the whole thing is shell text
-    script: str = ""
-    requirements: Requirements | None = None
-    mounts: list[MountConfig] | None = None
-    caches: list[CacheConfig] | None = None
+class BuilderConfig(Record):
+    __slots__ = ("caches", "command", "command_is_text", "mounts", "requirements", "script")
+
+    def __init__(
+        self,
+        command: list[str] | None = None,
+        command_is_text: bool = False,
+        script: str = "",
+        requirements: Requirements | None = None,
+        mounts: list[MountConfig] | None = None,
+        caches: list[CacheConfig] | None = None,
+    ) -> None:
+        self.command = command
+        self.command_is_text = command_is_text  # given as one string: the whole thing is shell text
+        self.script = script
+        self.requirements = requirements
+        self.mounts = mounts
+        self.caches = caches
 
     @classmethod
     def decode(cls, ctx: Ctx, path: Path, value: Any, *, section: Keys = KEYS) -> BuilderConfig:

@@ -8,10 +8,9 @@ only in the earlier list (all custom ones included) come first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..instructions import Instruction, Phase
+from ..instructions import Instruction, Phase, Record
 from .builder import KEYS as BUILDER_KEYS
 from .builder import BuilderConfig
 from .context import StageContext
@@ -28,11 +27,14 @@ CUSTOM_KEYS = Keys("builders[].custom", BUILDER_KEYS.names)
 Builder = NodeConfig | PythonConfig | PhpConfig | BuilderConfig
 
 
-@dataclass(eq=False)
-class BuilderEntry:
-    kind: str
-    config: Builder
-    path: Path = ()
+class BuilderEntry(Record):
+    __slots__ = ("config", "kind", "path")
+
+    def __init__(self, kind: str, config: Builder, path: Path = ()) -> None:
+        self.kind = kind
+        self.config = config
+        self.path = path
+
 
 
 def decode_builders(ctx: Ctx, path: Path, value: Any) -> list[BuilderEntry] | None:

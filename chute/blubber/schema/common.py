@@ -10,9 +10,9 @@ python, builder, lives, runs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from ..instructions import Record
 from .apt import AptConfig
 from .arguments import Arguments, decode_arguments, merge_arguments
 from .artifacts import Artifact
@@ -42,24 +42,47 @@ _APT, _NODE, _PHP, _PYTHON = AptConfig(), NodeConfig(), PhpConfig(), PythonConfi
 _BUILDER, _LIVES, _RUNS = BuilderConfig(), LivesConfig(), RunsConfig()
 
 
-@dataclass(eq=False)
-class CommonConfig:
-    base: str = ""
-    apt: AptConfig = _APT
-    builders: list[BuilderEntry] | None = None
-    node: NodeConfig = _NODE
-    php: PhpConfig = _PHP
-    python: PythonConfig = _PYTHON
-    builder: BuilderConfig = _BUILDER
-    lives: LivesConfig = _LIVES
-    runs: RunsConfig = _RUNS
-    entrypoint: list[str] | None = None
-    arguments: Arguments | None = None
-    # variants only
-    includes: list[str] | None = None
-    copies: list[Artifact] | None = None
-    # where each field was written (canonical name -> path), for later problems
-    paths: dict[str, Path] = field(default_factory=dict)
+class CommonConfig(Record):
+    """One layer as written: the top level (over the defaults) or one variant."""
+
+    __slots__ = (
+        "apt", "arguments", "base", "builder", "builders", "copies", "entrypoint", "includes", "lives",
+        "node", "paths", "php", "python", "runs",
+    )
+
+    def __init__(
+        self,
+        base: str = "",
+        apt: AptConfig = _APT,
+        builders: list[BuilderEntry] | None = None,
+        node: NodeConfig = _NODE,
+        php: PhpConfig = _PHP,
+        python: PythonConfig = _PYTHON,
+        builder: BuilderConfig = _BUILDER,
+        lives: LivesConfig = _LIVES,
+        runs: RunsConfig = _RUNS,
+        entrypoint: list[str] | None = None,
+        arguments: Arguments | None = None,
+        includes: list[str] | None = None,
+        copies: list[Artifact] | None = None,
+        paths: dict[str, Path] | None = None,
+    ) -> None:
+        self.base = base
+        self.apt = apt
+        self.builders = builders
+        self.node = node
+        self.php = php
+        self.python = python
+        self.builder = builder
+        self.lives = lives
+        self.runs = runs
+        self.entrypoint = entrypoint
+        self.arguments = arguments
+        # variants only
+        self.includes = includes
+        self.copies = copies
+        # where each field was written (canonical name -> path; "" = the variant), for later problems
+        self.paths = {} if paths is None else paths
 
     @property
     def is_scratch(self) -> bool:

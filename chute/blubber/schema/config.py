@@ -8,11 +8,11 @@ variants (``includes``, ``copies.from``, ``requirements[].from``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from chute.config import EXIT_INVALID, EXIT_READ, ConfigError, Document, Problem
 
+from ..instructions import Record
 from .artifacts import Artifact, check_from
 from .builder import BuilderConfig
 from .common import COMMON_KEYS, CommonConfig, decode_common
@@ -38,14 +38,22 @@ VARIANT_KEYS = Keys("a variant", ("includes", "copies", *COMMON_KEYS), {
 })
 
 
-@dataclass(eq=False)
-class BlubberConfig:
+class BlubberConfig(Record):
     """A loaded and validated Blubber config (``version: v4``)."""
 
-    doc: Document
-    root: CommonConfig
-    variants: dict[str, CommonConfig]
-    warnings: list[Problem] = field(default_factory=list)
+    __slots__ = ("doc", "root", "variants", "warnings")
+
+    def __init__(
+        self,
+        doc: Document,
+        root: CommonConfig,
+        variants: dict[str, CommonConfig],
+        warnings: list[Problem] | None = None,
+    ) -> None:
+        self.doc = doc
+        self.root = root
+        self.variants = variants
+        self.warnings = [] if warnings is None else warnings
 
     @property
     def source(self) -> str:

@@ -3,25 +3,41 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+
+from ..instructions import Record
 
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
-@dataclass(eq=False)
-class StageContext:
+class StageContext(Record):
     """Per-stage facts: the app directory and owners, the known environment, other stages."""
 
-    variant: str
-    app_dir: str  # lives.in
-    lives_as: str
-    lives_uid: int
-    lives_gid: int
-    env: dict[str, str] = field(default_factory=dict)  # values chute substitutes itself
-    workdirs: dict[str, str] = field(default_factory=dict)  # stage name -> its final working directory
-    variants: frozenset[str] = frozenset()
-    # (path, message, hint) found while compiling, e.g. a mount path that cannot be written
-    problems: list[tuple[tuple[str | int, ...], str, str]] = field(default_factory=list)
+    __slots__ = (
+        "app_dir", "env", "lives_as", "lives_gid", "lives_uid", "problems", "variant", "variants",
+        "workdirs",
+    )
+
+    def __init__(
+        self,
+        variant: str,
+        app_dir: str,
+        lives_as: str,
+        lives_uid: int,
+        lives_gid: int,
+        env: dict[str, str] | None = None,
+        workdirs: dict[str, str] | None = None,
+        variants: frozenset[str] = frozenset(),
+        problems: list[tuple[tuple[str | int, ...], str, str]] | None = None,
+    ) -> None:
+        self.variant = variant
+        self.app_dir = app_dir  # lives.in
+        self.lives_as = lives_as
+        self.lives_uid = lives_uid
+        self.lives_gid = lives_gid
+        self.env = {} if env is None else env  # values chute substitutes itself
+        self.workdirs = {} if workdirs is None else workdirs  # stage name -> its final working directory
+        self.variants = variants
+        self.problems = [] if problems is None else problems
 
     def expand(self, s: str) -> str:
         """Substitute the build arguments Blubber (HEAD) defines but the Dockerfile does not.

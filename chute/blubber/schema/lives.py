@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Any
 
-from ..instructions import Cmd, Instruction, Phase, Run, Workdir, home_of
+from ..instructions import Cmd, Instruction, Phase, Record, Run, Workdir, home_of
 from .artifacts import LIB_DIR
 from .decode import Ctx, Keys, Path, mapping, string, uint
 from .validation import USER_NAME, is_abs_nonroot
@@ -35,12 +34,14 @@ def check_abspath(ctx: Ctx, path: Path, value: str) -> None:
                   "write an absolute path such as /srv/app")
 
 
-@dataclass(eq=False)
-class LivesConfig:
-    in_: str = ""
-    as_: str = ""
-    uid: int = 0
-    gid: int = 0
+class LivesConfig(Record):
+    __slots__ = ("as_", "gid", "in_", "uid")
+
+    def __init__(self, in_: str = "", as_: str = "", uid: int = 0, gid: int = 0) -> None:
+        self.in_ = in_
+        self.as_ = as_
+        self.uid = uid
+        self.gid = gid
 
     @classmethod
     def decode(cls, ctx: Ctx, path: Path, value: Any, base: LivesConfig | None = None) -> LivesConfig:

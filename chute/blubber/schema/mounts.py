@@ -9,10 +9,9 @@ from the config's environment and build arguments.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
-from ..instructions import BindMount, CacheMount
+from ..instructions import BindMount, CacheMount, Record
 from .artifacts import LOCAL
 from .context import StageContext
 from .decode import Ctx, Keys, Path, items, mapping, string
@@ -25,12 +24,14 @@ ACCESS = ("shared", "private", "locked")
 _UNSAFE = re.compile(r"[\s,\"'=]")
 
 
-@dataclass(eq=False)
-class MountConfig:
-    from_: str
-    destination: str = ""
-    source: str = ""
-    path: Path = ()
+class MountConfig(Record):
+    __slots__ = ("destination", "from_", "path", "source")
+
+    def __init__(self, from_: str, destination: str = "", source: str = "", path: Path = ()) -> None:
+        self.from_ = from_
+        self.destination = destination
+        self.source = source
+        self.path = path
 
     def dependency(self) -> str | None:
         # Like Blubber: only names shaped like a variant name can be variants.
@@ -39,12 +40,15 @@ class MountConfig:
         return None
 
 
-@dataclass(eq=False)
-class CacheConfig:
-    destination: str
-    id: str = ""
-    access: str = ""
-    path: Path = ()
+class CacheConfig(Record):
+    __slots__ = ("access", "destination", "id", "path")
+
+    def __init__(self, destination: str, id: str = "", access: str = "", path: Path = ()) -> None:
+        self.destination = destination
+        self.id = id
+        self.access = access
+        self.path = path
+
 
 
 def decode_mounts(ctx: Ctx, path: Path, value: Any) -> list[MountConfig] | None:

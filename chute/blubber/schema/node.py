@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..instructions import Cmd, Env, Instruction, Phase, Run
+from ..instructions import Cmd, Env, Instruction, Phase, Record, Run
 from .context import StageContext
 from .decode import Ctx, Keys, Path, mapping, string
 from .flag import flag, merge_flag
@@ -17,12 +16,20 @@ KEYS = Keys("node", ("requirements", "env", "use-npm-ci", "allow-dedupe-failure"
 DEDUPE_WARNING = "WARNING: npm dedupe failed, continuing anyways"
 
 
-@dataclass(eq=False)
-class NodeConfig:
-    requirements: Requirements | None = None
-    env: str = ""
-    use_npm_ci: bool | None = None
-    allow_dedupe_failure: bool | None = None
+class NodeConfig(Record):
+    __slots__ = ("allow_dedupe_failure", "env", "requirements", "use_npm_ci")
+
+    def __init__(
+        self,
+        requirements: Requirements | None = None,
+        env: str = "",
+        use_npm_ci: bool | None = None,
+        allow_dedupe_failure: bool | None = None,
+    ) -> None:
+        self.requirements = requirements
+        self.env = env
+        self.use_npm_ci = use_npm_ci
+        self.allow_dedupe_failure = allow_dedupe_failure
 
     @classmethod
     def decode(cls, ctx: Ctx, path: Path, value: Any) -> NodeConfig:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..instructions import Cmd, Instruction, Phase, Run
+from ..instructions import Cmd, Instruction, Phase, Record, Run
 from .context import StageContext
 from .decode import Ctx, Keys, Path, mapping
 from .flag import flag, merge_flag
@@ -14,10 +13,12 @@ from .requirements import Requirements, decode_requirements, requirement_copies
 KEYS = Keys("php", ("requirements", "production"))
 
 
-@dataclass(eq=False)
-class PhpConfig:
-    requirements: Requirements | None = None
-    production: bool | None = None
+class PhpConfig(Record):
+    __slots__ = ("production", "requirements")
+
+    def __init__(self, requirements: Requirements | None = None, production: bool | None = None) -> None:
+        self.requirements = requirements
+        self.production = production
 
     @classmethod
     def decode(cls, ctx: Ctx, path: Path, value: Any) -> PhpConfig:

@@ -11,10 +11,9 @@ enabled only when ``version`` is set *and* ``requirements`` is given.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
-from ..instructions import Cmd, Env, Instruction, Phase, Run
+from ..instructions import Cmd, Env, Instruction, Phase, Record, Run
 from .context import StageContext
 from .decode import Ctx, Keys, Path, mapping, string
 from .flag import flag, merge_flag
@@ -31,12 +30,20 @@ POETRY_KEYS = Keys("python.poetry", ("version", "devel", "only", "without"))
 _PINS = ("tox-version", "pip-version", "setuptools-version", "wheel-version")
 
 
-@dataclass(eq=False)
-class PoetryConfig:
-    version: str = ""
-    devel: bool | None = None
-    only: str = ""
-    without: str = ""
+class PoetryConfig(Record):
+    __slots__ = ("devel", "only", "version", "without")
+
+    def __init__(
+        self,
+        version: str = "",
+        devel: bool | None = None,
+        only: str = "",
+        without: str = "",
+    ) -> None:
+        self.version = version
+        self.devel = devel
+        self.only = only
+        self.without = without
 
     def merged(self, other: PoetryConfig) -> PoetryConfig:
         return PoetryConfig(other.version or self.version, merge_flag(self.devel, other.devel),
@@ -47,16 +54,31 @@ class PoetryConfig:
         return int(m.group(0)) if m else 0
 
 
-@dataclass(eq=False)
-class PythonConfig:
-    version: str = ""
-    requirements: Requirements | None = None
-    use_system_flag: bool | None = None  # 0.8 only; has no effect with a virtualenv
-    use_system_site_packages: bool | None = None
-    no_deps: bool | None = None
-    poetry: PoetryConfig = field(default_factory=PoetryConfig)
-    pins: dict[str, str] = field(default_factory=dict)  # "pip-version" -> "~=26.0"
-    venv: str = ""
+class PythonConfig(Record):
+    __slots__ = (
+        "no_deps", "pins", "poetry", "requirements", "use_system_flag", "use_system_site_packages", "venv",
+        "version",
+    )
+
+    def __init__(
+        self,
+        version: str = "",
+        requirements: Requirements | None = None,
+        use_system_flag: bool | None = None,
+        use_system_site_packages: bool | None = None,
+        no_deps: bool | None = None,
+        poetry: PoetryConfig | None = None,
+        pins: dict[str, str] | None = None,
+        venv: str = "",
+    ) -> None:
+        self.version = version
+        self.requirements = requirements
+        self.use_system_flag = use_system_flag  # 0.8 only; has no effect with a virtualenv
+        self.use_system_site_packages = use_system_site_packages
+        self.no_deps = no_deps
+        self.poetry = PoetryConfig() if poetry is None else poetry
+        self.pins = {} if pins is None else pins  # "pip-version" -> "~=26.0"
+        self.venv = venv
 
     @classmethod
     def decode(cls, ctx: Ctx, path: Path, value: Any) -> PythonConfig:

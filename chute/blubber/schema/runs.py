@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..instructions import Env, Instruction, Phase, Run, Workdir
+from ..instructions import Env, Instruction, Phase, Record, Run, Workdir
 from .decode import Ctx, Keys, Path, mapping, string, string_map, uint
 from .flag import flag, merge_flag
 from .lives import check_abspath, check_user, create_user
@@ -25,14 +24,24 @@ def check_env_names(ctx: Ctx, path: Path, names: dict[str, str], what: str) -> N
                       at_key=True)
 
 
-@dataclass(eq=False)
-class RunsConfig:
-    in_: str = ""
-    as_: str = ""
-    uid: int = 0
-    gid: int = 0
-    environment: dict[str, str] | None = None
-    insecurely: bool | None = None
+class RunsConfig(Record):
+    __slots__ = ("as_", "environment", "gid", "in_", "insecurely", "uid")
+
+    def __init__(
+        self,
+        in_: str = "",
+        as_: str = "",
+        uid: int = 0,
+        gid: int = 0,
+        environment: dict[str, str] | None = None,
+        insecurely: bool | None = None,
+    ) -> None:
+        self.in_ = in_
+        self.as_ = as_
+        self.uid = uid
+        self.gid = gid
+        self.environment = environment
+        self.insecurely = insecurely
 
     @classmethod
     def decode(cls, ctx: Ctx, path: Path, value: Any, base: RunsConfig | None = None) -> RunsConfig:
