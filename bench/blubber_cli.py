@@ -5,7 +5,8 @@
 Runs ``.venv/bin/chute blubber <corpus config> <variant>`` as a new process
 each time (what an editor, a script or the pipeline does) and prints the
 median and quartiles of wall time, the median CPU time, and the same for
-``python -c pass`` in the same venv as the floor set by the interpreter.
+``python -c pass`` (the interpreter's floor) and ``import chute.config``
+(the shared YAML loader chute blubber builds on) in the same venv.
 Bytecode caches are allowed (a warm-up run writes them), as on a user's
 machine, even if PYTHONDONTWRITEBYTECODE is set in the calling shell.
 """
@@ -60,6 +61,8 @@ def main() -> None:
     python = REPO / ".venv" / "bin" / "python"
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     report("python -c pass", *measure([str(python), "-c", "pass"], args.runs))
+    report("python -c 'import chute.config' (YAML loader, errors)",
+           *measure([str(python), "-c", "import chute.config"], args.runs))
     report(f"chute blubber {CONFIG} production", *measure([str(chute), "blubber", str(config), "production"],
                                                           args.runs))
 
