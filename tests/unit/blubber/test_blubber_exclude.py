@@ -64,39 +64,34 @@ CASES = [["*.md"], ["**/*.md"], [".git"], ["!HEAD", "!refs/**/*"], ["*", "!src"]
          ["weird name.txt", "q'uote.txt"], ["dollar$x.md"], ["/README.md"], ["src/sub"], ["**"]]
 
 
-def _shells() -> list[tuple[str, dict[str, str]]]:
-    shells = [("sh", dict(os.environ))]
-    busybox = shutil.which("busybox")
-    if busybox:
-        # busybox's own awk/find/cp, as in a busybox base image
-        applets = {**os.environ, "PATH": "/tmp/chute-busybox-applets:" + os.environ["PATH"]}
-        return [*shells, ("busybox", applets)]
-    return shells
+SHELLS = ["sh", "busybox"] if shutil.which("busybox") else ["sh"]
 
 
 @pytest.fixture(scope="module")
-def applets() -> None:
+def busybox_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PATH where awk, find, cp, rm and mkdir are busybox's, as in a busybox base image."""
+    d = tmp_path_factory.mktemp("busybox-applets")
     busybox = shutil.which("busybox")
     if busybox:
-        d = Path("/tmp/chute-busybox-applets")
-        d.mkdir(exist_ok=True)
         for applet in ("awk", "find", "cp", "rm", "mkdir"):
-            link = d / applet
-            if not link.exists():
-                link.symlink_to(busybox)
+            (d / applet).symlink_to(busybox)
+    return f"{d}:{os.environ['PATH']}"
 
 
 @pytest.mark.parametrize("patterns", CASES, ids=[",".join(c) for c in CASES])
-@pytest.mark.parametrize(("shell", "env"), _shells(), ids=[s for s, _ in _shells()])
-def test_filter_command_matches_dockerignore_rules(tmp_path: Path, applets: None, patterns: list[str],
-                                                   shell: str, env: dict[str, str]) -> None:
+@pytest.mark.parametrize("shell", SHELLS)
+def test_filter_command_matches_dockerignore_rules(tmp_path: Path, busybox_path: str, patterns: list[str],
+                                                   shell: str) -> None:
     src = tmp_path / "src"
     for f in TREE:
         (src / f).parent.mkdir(parents=True, exist_ok=True)
         (src / f).write_text(f)
     out = tmp_path / "work" / "out"
     cmd = filter_command(str(src), str(tmp_path / "work"), str(out), tuple(patterns))
-    argv = ["busybox", "sh", "-c", cmd] if shell == "busybox" else ["sh", "-c", cmd]
+    if shell == "busybox":
+        argv, env = ["busybox", "sh", "-c", cmd], {**os.environ, "PATH": busybox_path}
+    else:
+        argv, env = ["sh", "-c", cmd], dict(os.environ)
     subprocess.run(argv, check=True, env=env, timeout=30)
     got = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     assert got == expected(patterns)
