@@ -208,5 +208,6 @@ def test_apt_files_users_and_runtime(builder: Builder) -> None:
         podman("rm", "-f", ctr, check=False)
     config = json.loads(podman("image", "inspect", image).stdout)[0]["Config"]
     assert config["User"] == "apprunner" and config["WorkingDir"] == "/srv/app/run"
+    assert config["Entrypoint"] == ["id"] and not config.get("Cmd")  # the base image's CMD is cleared
     assert builder.run(image, "stat", "-c", "%u:%g", "/srv/app/data.txt").strip() == "1234:1235"
     assert builder.run(image, "id").startswith("uid=4321(apprunner) gid=4320(apprunner)")

@@ -110,7 +110,10 @@ def _check_version(ctx: Ctx, data: dict[str, Any]) -> None:
     value = data[key]
     if value == VERSION:
         return
-    shown = value if isinstance(value, str) else kind(value)
+    if not isinstance(value, str):  # a type error, as in Blubber (exit 2)
+        ctx.error((key,), f"must be the string v4, not {kind(value)}", "write version: v4", decode=True)
+        ctx.raise_if_failed()
+    shown = value
     hint = "set version: v4"
     if value in ("v3", "v2", "v1"):
         hint = ("config versions before v4 are not supported; in v4 write version: v4, replace artifacts "

@@ -34,7 +34,8 @@ def test_v3_is_unsupported() -> None:
     ("", 4, "version is required"),
     ("variants: {}\n", 4, "version is required"),
     ("- version: v4\n", 2, "must be a mapping"),
-    ("version: 4\nvariants: {}\n", 4, "unsupported"),
+    ("version: 4\nvariants: {}\n", 2, "must be the string v4, not the number 4"),
+    ("version: v5\nvariants: {}\n", 4, 'config version "v5" is unsupported'),
     ("version: v4\nvariants: [a, b]\n", 2, "mapping of variant names"),
 ])
 def test_top_level_shape(text: str, code: int, message: str) -> None:
