@@ -383,7 +383,8 @@ def _root(
 def main(argv: list[str] | None = None) -> None:
     """Run the app; usage errors exit 1 (Blubber's convention), not click's 2."""
     try:
-        code = app(args=list(sys.argv[1:] if argv is None else argv), prog_name="chute", standalone_mode=False)
+        code = app(args=list(sys.argv[1:] if argv is None else argv), prog_name="chute",
+                   standalone_mode=False)
     except typer.Abort:
         sys.stderr.write("Aborted.\n")
         raise SystemExit(130) from None
