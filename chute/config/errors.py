@@ -9,7 +9,6 @@ prints them and exits with ``exit_code``; the HTTP services turn them into JSON.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 
 # Exit codes follow Blubber's CLI (spec/blubber.md §1.1); chute's other
 # commands reuse them for the same kinds of failure.
@@ -32,17 +31,38 @@ def format_path(path: Sequence[str | int]) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a config, and where."""
+    """One thing wrong with a config, and where.
 
-    message: str
-    path: str = ""
-    source: str | None = None
-    line: int | None = None
-    column: int | None = None
-    hint: str | None = None
-    severity: str = "error"  # "error" or "warning"
+    A plain class rather than a dataclass: ``chute blubber`` imports this on
+    every run, and ``dataclasses`` (through ``inspect``) costs more start-up
+    time than the whole compiler.
+    """
+
+    __slots__ = ("column", "hint", "line", "message", "path", "severity", "source")
+
+    def __init__(self, message: str, path: str = "", source: str | None = None, line: int | None = None,
+                 column: int | None = None, hint: str | None = None, severity: str = "error") -> None:
+        self.message = message
+        self.path = path
+        self.source = source
+        self.line = line
+        self.column = column
+        self.hint = hint
+        self.severity = severity  # "error" or "warning"
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.message, self.path, self.source, self.line, self.column, self.hint, self.severity)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Problem) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"Problem({self.message!r}, path={self.path!r}, source={self.source!r}, line={self.line}, "
+                f"column={self.column}, hint={self.hint!r}, severity={self.severity!r})")
 
     def location(self) -> str:
         parts = [self.source or "<input>"]
@@ -73,16 +93,14 @@ class Problem:
         }
 
 
-@dataclass
 class ConfigError(Exception):
     """One or more problems that stop a config from being used."""
 
-    problems: list[Problem]
-    exit_code: int = EXIT_INVALID
-    summary: str = field(default="")
-
-    def __post_init__(self) -> None:
-        super().__init__(self.summary or (str(self.problems[0]) if self.problems else "invalid config"))
+    def __init__(self, problems: list[Problem], exit_code: int = EXIT_INVALID, summary: str = "") -> None:
+        self.problems = problems
+        self.exit_code = exit_code
+        self.summary = summary
+        super().__init__(summary or (str(problems[0]) if problems else "invalid config"))
 
     def __str__(self) -> str:
         return self.format()

@@ -15,8 +15,7 @@ laughs" document is an error rather than a hang.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -33,8 +32,7 @@ _MAX_DEPTH = 200
 Path = tuple[str | int, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Mark:
+class Mark(NamedTuple):
     """Where a value sits in the source; ``raw`` is the scalar text as written."""
 
     line: int  # 1-based
@@ -45,13 +43,15 @@ class Mark:
     key_column: int | None = None
 
 
-@dataclass
 class Document:
     """Loaded data plus the marks of every value, keyed by field path."""
 
-    data: Any
-    source: str
-    marks: dict[Path, Mark]
+    __slots__ = ("data", "marks", "source")
+
+    def __init__(self, data: Any, source: str, marks: dict[Path, Mark]) -> None:
+        self.data = data
+        self.source = source
+        self.marks = marks
 
     def mark(self, path: Sequence[str | int]) -> Mark | None:
         """The mark of ``path``, or of its nearest ancestor that has one."""
