@@ -821,9 +821,15 @@ class CliEngine:
         _check_ref(ref, "ref")
         self._check(self._capture("tag", self._image_arg(image), ref), f"tagging {image} as {ref}")
 
-    def remove_images(self, ids: Sequence[str]) -> None:
-        """Remove images by ID or name, with all their tags; missing ones are ignored."""
-        self._remove(self._rmi_args(), [self._image_arg(i) for i in ids if i], "image")
+    def remove_images(self, ids: Sequence[str], *, keep_cache: bool = False) -> None:
+        """Remove images by ID or name, with all their tags; missing ones are ignored.
+
+        ``keep_cache`` keeps the untagged parent layers (``--no-prune``): removing a
+        built image otherwise also removes the intermediate images that are the
+        layer cache of the next build of the same Dockerfile.
+        """
+        args = self._rmi_args() + (["--no-prune"] if keep_cache else [])
+        self._remove(args, [self._image_arg(i) for i in ids if i], "image")
 
     def stop(self, name: str, timeout: float = 10) -> None:
         _check_ref(name, "container")

@@ -250,6 +250,6 @@ def _teardown(rt: Runtime) -> None:
         if rt.containers:
             rt.engine.remove_containers(rt.containers)
         if rt.local_images and not rt.request.keep_images:
-            rt.engine.remove_images(rt.local_images)
+            rt.engine.remove_images(rt.local_images, keep_cache=True)
     except Exception as err:  # cleanup never turns a result into an error
         rt.observer.log("", f"chute: cleanup problem: {err}\n")
