@@ -128,15 +128,15 @@ def test_ctrl_c_stops_the_run_and_leaves_no_container(podman, tmp_path: Path) ->
     run_id = f"ctrl-c-{os.getpid()}"
     proc = subprocess.Popen([*CHUTE, "run", "test", "--verbose"], cwd=d, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "CHUTE_RUN_ID": run_id})
+    import threading
+
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     deadline = time.time() + 240
-    seen = ""
-    os.set_blocking(proc.stdout.fileno(), False)
-    while time.time() < deadline:
-        chunk = proc.stdout.read() or ""
-        seen += chunk
-        if "started" in seen:
-            break
+    while time.time() < deadline and not any("started" in line for line in lines):
         time.sleep(0.2)
+    seen = "".join(lines)
     assert "started" in seen, seen
     t0 = time.time()
     proc.send_signal(signal.SIGINT)
