@@ -72,10 +72,15 @@ def build(rt: Runtime, stage: str, cfg: dict[str, Any], blubberfile: str | dict[
     # PipelineLib's "always" meant `docker build --pull`. With no reachable registry that would
     # fail for locally made base images, so chute pulls only what is missing (docs/compat.md).
     pull = "never" if cfg.get("imagePullPolicy") == "never" else "missing"
+    ignore = cfg.get("excludes")
+    if ignore is None and not any((ctx_dir / f).exists() for f in (".dockerignore", ".containerignore")):
+        # A local checkout has .git; it must not end up in images (history, and a cache miss on
+        # every commit). The agent's checkouts have none. An ignore file of the repo's own wins.
+        ignore = [".git"]
     local_name = f"localhost/chute-image-{_rand()}"
     log(f"chute: building variant {cfg['variant']} from {directory}/{context}\n")
     result = rt.engine.build(dockerfile, ctx_dir, tags=[local_name], labels=labels,
-                             ignore_patterns=cfg.get("excludes"), pull=pull, log=log,
+                             ignore_patterns=ignore, pull=pull, log=log,
                              timeout=rt.request.build_timeout, cancel=rt.cancel)
     with rt.lock:
         rt.local_images.append(local_name)

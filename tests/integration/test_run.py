@@ -144,3 +144,11 @@ def test_ctrl_c_stops_the_run_and_leaves_no_container(podman, tmp_path: Path) ->
     assert proc.returncode == 130
     assert time.time() - t0 < 30
     assert leftover_containers(run_id) == []
+
+
+def test_git_directory_is_not_copied_into_images(podman, tmp_path: Path) -> None:
+    d = repo(tmp_path, "test -d .git && echo 'GIT IS HERE' && exit 1; ls -a; echo clean\n")
+    r = chute("run", "test", "--json", cwd=d)
+    assert r.returncode == 0, r.stdout
+    doc = json.loads(r.stdout)
+    assert "clean" in Path(doc["pipelines"][0]["stages"][0]["log"]).read_text()
