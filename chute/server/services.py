@@ -348,6 +348,7 @@ def complete_run(s: Session, run: Run, result: dict[str, Any], *, agent: str) ->
         if have is not None and have.status == status and have.finished_at is not None:
             # Already reported live by the agent: keep its times, only fill what is missing.
             have.exports = st.get("exports") or have.exports
+            have.reused_from = have.reused_from or st.get("reused_from")
             continue
         update_stage(s, run, st["name"], status, error=st.get("error", "") or "",
                      exports=st.get("exports") or {}, reused_from=st.get("reused_from"))
