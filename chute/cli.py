@@ -237,44 +237,85 @@ def project_add(
 
 
 @project_app.command("list")
-def project_list(server: str | None = ServerOpt, token: str | None = TokenOpt) -> None:
+def project_list(
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
     """List projects with the last status of each pipeline."""
+    import json
+
     c = _client(server, token)
-    for p in _call(lambda: c.get("/api/v1/projects")):
+    projects = _call(lambda: c.get("/api/v1/projects"))
+    if json_out:
+        typer.echo(json.dumps(projects, indent=2))
+        return
+    for p in projects:
         last = ", ".join(f"{k}: {v}" for k, v in p["last_status"].items()) or "no runs"
         typer.echo(f"{p['name']:30} {p['repo_url']}  [{last}]")
 
 
 @app.command()
 def trigger(
-    project: str = typer.Option(..., "--project", "-P", help="Project name."),
+    project: str = typer.Argument(..., help="Project name."),
     ref: str | None = typer.Option(None, "--ref", help="Branch, tag or ref (default: the default branch)."),
     commit: str | None = typer.Option(None, "--commit"),
     pipeline: list[str] = typer.Option([], "--pipeline", help="Only these pipelines (repeatable)."),
+    stdin: bool = typer.Option(False, "--stdin", help="Read `old new ref` lines (a git post-receive hook)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the queued runs as JSON."),
     server: str | None = ServerOpt,
     token: str | None = TokenOpt,
 ) -> None:
-    """Queue runs for a ref (a post-receive hook calls this)."""
+    """Queue runs for a ref. In a post-receive hook: `chute trigger PROJECT --stdin`."""
+    import json
+
     c = _client(server, token)
-    body = {"ref": ref, "commit": commit, "pipelines": pipeline or None}
-    runs = _call(lambda: c.post(f"/api/v1/projects/{project}/trigger", body))
+    targets: list[tuple[str | None, str | None]] = [(ref, commit)]
+    if stdin:
+        targets = []
+        for line in sys.stdin.read().splitlines():
+            parts = line.split()
+            if len(parts) == 3 and set(parts[1]) != {"0"}:  # a deleted ref has the null sha
+                targets.append((parts[2], parts[1]))
+    runs: list[dict] = []  # type: ignore[type-arg]
+    for r, sha in targets:
+        body = {"ref": r, "commit": sha, "pipelines": pipeline or None}
+        runs += _call(lambda b=body: c.post(f"/api/v1/projects/{project}/trigger", b))
+    if json_out:
+        typer.echo(json.dumps(runs, indent=2))
+        return
     if not runs:
         typer.echo("nothing to run for this ref (no matching pipelines)")
     for r in runs:
         typer.echo(f"run {r['id']} queued: {r['pipeline']} on {r['change']['commit'][:12]}  {r['url']}")
 
 
+def _run_line(r: dict) -> str:  # type: ignore[type-arg]
+    when = (r.get("created_at") or "")[:19].replace("T", " ")
+    return f"{r['id']:>6} {r['project']}/{r['pipeline']:<20} {r['status']:<10} {r['change']['commit'][:12]} {when}"
+
+
 @app.command()
 def status(
-    run_id: int = typer.Argument(..., help="Run id."),
-    json_out: bool = typer.Option(False, "--json", help="Print the run as JSON."),
+    run_id: int | None = typer.Argument(None, help="Run id (default: list the latest runs)."),
+    project: str | None = typer.Option(None, "--project", "-P", help="Only this project's runs."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
     server: str | None = ServerOpt,
     token: str | None = TokenOpt,
 ) -> None:
-    """Show a run: status, stages, published images."""
+    """Show a run (status, stages, published images), or the latest runs."""
     import json
 
     c = _client(server, token)
+    if run_id is None:
+        params = {"project": project} if project else {}
+        runs = _call(lambda: c.get("/api/v1/runs", params=params))
+        if json_out:
+            typer.echo(json.dumps(runs, indent=2))
+            return
+        for r in runs:
+            typer.echo(_run_line(r))
+        return
     r = _call(lambda: c.get(f"/api/v1/runs/{run_id}"))
     if json_out:
         typer.echo(json.dumps(r, indent=2))
@@ -297,6 +338,7 @@ def logs(
     run_id: int = typer.Argument(...),
     stage: str | None = typer.Option(None, "--stage"),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+    json_out: bool = typer.Option(False, "--json", help="Print the log chunks as JSON lines."),
     server: str | None = ServerOpt,
     token: str | None = TokenOpt,
 ) -> None:
@@ -310,7 +352,12 @@ def logs(
         if stage:
             params["stage"] = stage
         for chunk in _call(lambda p=params: c.get(f"/api/v1/runs/{run_id}/logs", params=p)):
-            sys.stdout.write(chunk["text"])
+            if json_out:
+                import json
+
+                sys.stdout.write(json.dumps(chunk) + "\n")
+            else:
+                sys.stdout.write(chunk["text"])
             after = chunk["seq"]
         sys.stdout.flush()
         if not follow or _call(lambda: c.get(f"/api/v1/runs/{run_id}"))["status"] in (
@@ -323,12 +370,18 @@ def logs(
 def rerun(
     run_id: int = typer.Argument(...),
     failed: bool = typer.Option(False, "--failed", help="Rerun only failed stages; reuse the ones that passed."),
+    json_out: bool = typer.Option(False, "--json", help="Print the new run as JSON."),
     server: str | None = ServerOpt,
     token: str | None = TokenOpt,
 ) -> None:
     """Rerun a finished run."""
+    import json
+
     c = _client(server, token)
     r = _call(lambda: c.post(f"/api/v1/runs/{run_id}/rerun", {"failed_only": failed}))
+    if json_out:
+        typer.echo(json.dumps(r, indent=2))
+        return
     typer.echo(f"run {r['id']} queued (rerun of {run_id})  {r['url']}")
 
 

@@ -34,20 +34,35 @@ class LogShipper:
         self.pending: list[dict[str, Any]] = []
         self.stop = threading.Event()
         self.lost = False
+        self.pending_bytes = 0
+        self.send_lock = threading.Lock()  # chunks go out in order, one batch at a time
         self.thread = threading.Thread(target=self._loop, name=f"logs-{job_id}", daemon=True)
         self.thread.start()
 
+    MAX_PENDING = 4 << 20  # bytes held before the producer waits for the server (back-pressure)
+
     def add(self, stage: str, text: str) -> None:
         with self.lock:
+            self.pending_bytes += len(text)
+            full = self.pending_bytes > self.MAX_PENDING
             if self.pending and self.pending[-1]["stage"] == stage and len(self.pending[-1]["text"]) < 16_000:
                 self.pending[-1]["text"] += text
-                return
-            self.seq += 1
-            self.pending.append({"seq": self.seq, "stage": stage, "text": text})
+            else:
+                self.seq += 1
+                self.pending.append({"seq": self.seq, "stage": stage, "text": text})
+        if full:
+            # A stage printing faster than the server stores it waits here; its container
+            # then blocks on a full pipe. Memory stays bounded whatever the log size.
+            self.flush()
 
     def flush(self) -> None:
+        with self.send_lock:
+            self._flush()
+
+    def _flush(self) -> None:
         with self.lock:
             batch, self.pending = self.pending, []
+            self.pending_bytes = 0
         if batch and not self.lost:
             try:
                 self.client.logs(self.job_id, batch)
@@ -57,6 +72,7 @@ class LogShipper:
                 log.warning("could not ship logs: %s", err)
                 with self.lock:  # keep them for the next try
                     self.pending[:0] = batch
+                    self.pending_bytes += sum(len(c["text"]) for c in batch)
 
     def _loop(self) -> None:
         while not self.stop.wait(self.interval):

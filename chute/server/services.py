@@ -211,11 +211,17 @@ def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, a
         ledger.record(s, kind, change=change, actor=actor or inc.author,
                       data={"ref": inc.ref, "branch": inc.branch, "title": inc.title, "url": inc.url})
     pipes, error = read_pipelines(m, inc.commit)
-    project.has_pipeline = error is None or m.read_file(inc.commit, CONFIG_PATH) is not None
+    has_config = m.read_file(inc.commit, CONFIG_PATH) is not None
+    if inc.branch == project.default_branch or not project.has_pipeline:
+        project.has_pipeline = has_config
     if error is not None:
-        project.config_error = error
-        return []
-    project.config_error = None
+        if not has_config:
+            return []  # no pipeline config at this commit: nothing to run (the project page says what to add)
+        if inc.branch == project.default_branch:
+            project.config_error = error
+        return [config_error_run(s, project, change, error, trigger=trigger, actor=actor)]
+    if inc.branch == project.default_branch:
+        project.config_error = None
     chosen = [p for p in pipes if pipelines is None or p.name in pipelines]
     if pipelines is None:
         chosen = select_pipelines(chosen, inc.kind)
@@ -235,6 +241,20 @@ def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, a
         chosen = [p for p in chosen if p.name not in seen]
     return [queue_run(s, settings, project, change, p.name, trigger=trigger, actor=actor, trusted=trusted,
                       params=inc.params) for p in chosen]
+
+
+def config_error_run(s: Session, project: Project, change: Change, error: str, *, trigger: str, actor: str) -> Run:
+    """A change whose pipeline config is broken gets one failed run that shows why (no job)."""
+    now = utcnow()
+    run = Run(project=project, change=change, pipeline="config", trigger=trigger, actor=actor, status="error",
+              reason=f"{CONFIG_PATH} is invalid at {change.commit[:12]}:\n{error}", started_at=now,
+              finished_at=now, result={"status": "error", "error": error, "stages": [], "images": []})
+    s.add(run)
+    s.flush()
+    ledger.record(s, "run.queued", run=run, actor=actor, data={"pipeline": "config", "trigger": trigger})
+    ledger.record(s, "run.finished", run=run, actor="server", outcome="error",
+                  data={"pipeline": "config", "trigger": trigger, "reason": "invalid pipeline config"})
+    return run
 
 
 def queue_run(s: Session, settings: Settings, project: Project, change: Change, pipeline: str, *,

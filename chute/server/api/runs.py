@@ -30,6 +30,23 @@ def load_run(s: Session, run_id: int) -> Run:
     return run
 
 
+@router.get("/runs", response_model=list[RunOut])
+def list_runs(project: str | None = None, pipeline: str | None = None, status: str | None = None,
+              limit: int = Query(50, ge=1, le=500), before: int | None = Query(None, description="Only ids below this"),
+              s: Session = Depends(get_session), state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
+    """Runs, newest first; filter by project, pipeline, status; page with ``before``."""
+    q = select(Run)
+    if project:
+        q = q.where(Run.project_id == services.get_project(s, project).id)
+    if pipeline:
+        q = q.where(Run.pipeline == pipeline)
+    if status:
+        q = q.where(Run.status == status)
+    if before:
+        q = q.where(Run.id < before)
+    return [run_out(r, state.settings.base_url) for r in s.scalars(q.order_by(Run.id.desc()).limit(limit))]
+
+
 @router.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: int, s: Session = Depends(get_session), state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
     return run_out(load_run(s, run_id), state.settings.base_url)
