@@ -200,6 +200,9 @@ def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, a
             m.sync()
     except RepoError as err:
         raise ServiceError(f"cannot fetch the change's commit: {err}", 502) from None
+    if not m.has_commit(inc.commit):
+        raise ServiceError(f"commit {inc.commit[:40]} is not in {project.repo_url} (ref {inc.ref or '-'})", 422,
+                           "the event names a commit the repository does not have; check the project's repo URL")
     if not inc.title or not inc.author:
         info = m.commit_info(inc.commit)
         inc.title = inc.title or info["subject"]
