@@ -91,10 +91,12 @@ async def receive(kind: str, request: Request, project: str | None = None) -> JS
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
     import asyncio
 
-    return await asyncio.to_thread(_process, state, project, kind, events)
+    out = await asyncio.to_thread(process_events, state, project, kind, events)
+    return JSONResponse({k: v for k, v in out.items() if k != "http_status"}, status_code=out["http_status"])
 
 
-def _process(state: Any, project: str, kind: str, events: list[ChangeEvent]) -> JSONResponse:
+def process_events(state: Any, project: str, kind: str, events: list[ChangeEvent]) -> dict[str, Any]:
+    """Store each delivery id and queue the runs its event calls for; shared with stream-events."""
     queued: list[int] = []
     duplicates = 0
     for event in events:
@@ -112,11 +114,11 @@ def _process(state: Any, project: str, kind: str, events: list[ChangeEvent]) -> 
         except IntegrityError:
             duplicates += 1
         except services.ServiceError as exc:
-            return JSONResponse({"detail": exc.message}, status_code=exc.status)
+            return {"http_status": exc.status, "detail": exc.message}
     if queued:
         state.wake_agents()
         for run_id in queued:
             state.run_queued(run_id)
     if duplicates and not queued and duplicates == len(events):
-        return JSONResponse({"status": "duplicate", "detail": "delivery already processed"}, status_code=200)
-    return JSONResponse({"status": "accepted", "runs": queued}, status_code=202)
+        return {"http_status": 200, "status": "duplicate", "detail": "delivery already processed", "runs": []}
+    return {"http_status": 202, "status": "accepted", "runs": queued}

@@ -149,3 +149,15 @@ def test_unknown_kind_or_project(server) -> None:
     assert server.post("/webhooks/svn?project=x", content=b"{}").status_code == 404
     assert server.post("/webhooks/git?project=nope", content=b"{}").status_code == 404
     assert server.post("/webhooks/git", content=b"{}").status_code == 400
+
+
+def test_gerrit_stream_events_feed_the_same_path(server, tmp_path) -> None:
+    from chute.server.gerrit_stream import consume
+
+    _, patch, _, _ = _gerrit_setup(server, tmp_path)
+    event = _fixture("gerrit/patchset-created.json", **{"patchSet.revision": patch})
+    other = dict(event, project="some/other/repo", change={**event["change"], "project": "some/other/repo"})
+    lines = [json.dumps(other), "not json at all", json.dumps(event), json.dumps(event)]
+    assert consume(server.app_state, lines) == 1  # other repo skipped, bad line skipped, duplicate once
+    runs = server.get("/api/v1/runs", params={"project": "citoid"}).json()
+    assert [r["pipeline"] for r in runs] == ["test"]
