@@ -314,6 +314,7 @@ class DeployService:
             targets = {"podman": PodmanTarget(self.settings.home / "deploy" / "podman")}
         self.deployer = Deployer(self.store, self.environments, targets, workdir=str(self.settings.home))
         self.tick_interval = tick
+        self.refresh_interval = 5.0  # seconds between checks whether default branches moved
         self.wakeup = threading.Event()
         self._running: dict[tuple[str, str], threading.Thread] = {}
         self._mutex = threading.Lock()
@@ -483,7 +484,7 @@ class DeployService:
         """One round: refresh moved default branches, hold/release queued runs, start due requests."""
         import time
 
-        if time.monotonic() - self._last_refresh > 5.0:
+        if time.monotonic() - self._last_refresh > self.refresh_interval:
             self._last_refresh = time.monotonic()
             self.refresh_all()
         self.sweep_run_holds()
@@ -582,7 +583,8 @@ class DeployService:
         """Carry out one request: hold it when the environment is closed, else deploy or roll back."""
         now = self.deployer.clock()
         with self.db.session() as s:
-            req = s.get(DeployRequest, req_id)
+            # Row lock (PostgreSQL; SQLite's write lock does the same): two workers never both take it.
+            req = s.scalars(select(DeployRequest).where(DeployRequest.id == req_id).with_for_update()).first()
             if req is None or req.status not in WAITING:
                 return
             env_row = req.environment
@@ -726,13 +728,22 @@ def history(svc: DeployService, s: Session, project: Project, env_row: Environme
             limit: int = 50) -> list[dict[str, Any]]:
     from chute.store import Deployment as DeploymentRow
 
-    rows = {r.revision: r for r in s.scalars(select(DeploymentRow).where(DeploymentRow.environment_id == env_row.id)
-                                             .order_by(DeploymentRow.revision.desc()).limit(limit))}
-    out = []
-    for d in svc.store.list(project.name, env_row.name, limit):
-        row = rows.get(d.revision)
-        out.append(deployment_dict(d, row.commit if row else "", row.run_id if row else None))
-    return out
+    rows = s.scalars(select(DeploymentRow).where(DeploymentRow.environment_id == env_row.id)
+                     .order_by(DeploymentRow.revision.desc()).limit(limit))
+    # In the caller's session: on SQLite every transaction takes the write lock, so no second session here.
+    return [deployment_dict(svc.store.to_deployment(project.name, env_row.name, r), r.commit, r.run_id)
+            for r in rows]
+
+
+def deployment_in(svc: DeployService, s: Session, project: str, env_row: EnvironmentRow,
+                  revision: int) -> dict[str, Any] | None:
+    from chute.store import Deployment as DeploymentRow
+
+    row = s.scalars(select(DeploymentRow).where(DeploymentRow.environment_id == env_row.id,
+                                                DeploymentRow.revision == revision)).first()
+    if row is None:
+        return None
+    return deployment_dict(svc.store.to_deployment(project, env_row.name, row), row.commit, row.run_id)
 
 
 def environment_summary(svc: DeployService, s: Session, project: Project, row: EnvironmentRow,

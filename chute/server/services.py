@@ -133,6 +133,9 @@ def add_project(s: Session, settings: Settings, repo_url: str, name: str | None,
     s.add(project)
     s.flush()
     ledger.record(s, "project.added", actor=actor, project=name, data={"repo": repo_url})
+    from .deploys import refresh_environments
+
+    refresh_environments(s, settings, project)  # the default branch's deployment environments
     return project, info
 
 

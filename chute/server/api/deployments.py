@@ -162,9 +162,10 @@ def _request_out(state: Any, s: Session, req: DeployRequest) -> RequestOut:
     out = RequestOut(**deploys.request_dict(req))
     if req.revision is not None:
         project = s.get(Project, req.environment.project_id)
-        dep = state.deploys.store.get(project.name, req.environment.name, req.revision) if project else None
+        dep = deploys.deployment_in(state.deploys, s, project.name, req.environment, req.revision) \
+            if project else None
         if dep is not None:
-            out.deployment = DeploymentOut(**deploys.deployment_dict(dep))
+            out.deployment = DeploymentOut(**dep)
     return out
 
 
@@ -195,8 +196,9 @@ def _run_of_image(s: Session, project: Project, ref: str) -> Run | None:
     return s.get(Run, img.run_id) if img is not None else None
 
 
-def _refuse_when_closed(state: Any, project: Project, env_name: str, override: bool, reason: str) -> None:
-    env = state.deploys.environments(project.name).get(env_name)
+def _refuse_when_closed(state: Any, s: Session, project: Project, env_name: str, override: bool,
+                        reason: str) -> None:
+    env = deploys.parse_rows(deploys.environment_rows(s, project.id)).get(env_name)
     shut = deploys.closed(env, state.deploys.deployer.clock()) if env is not None else None
     if override and not reason.strip():
         raise services.ServiceError("overriding a freeze needs a reason", 400,
@@ -256,7 +258,7 @@ def deploy(name: str, env: str, body: DeployIn, request: Request, who: Identity 
     with state.db.session() as s:
         p = services.get_project(s, name)
         _env_row(s, p, env)
-        _refuse_when_closed(state, p, env, body.override_freeze, body.reason)
+        _refuse_when_closed(state, s, p, env, body.override_freeze, body.reason)
         if body.run is not None:
             run, image = _image_of_run(s, p, body.run)
         else:
@@ -282,8 +284,9 @@ def rollback(name: str, env: str, body: RollbackIn, request: Request, who: Ident
     with state.db.session() as s:
         p = services.get_project(s, name)
         _env_row(s, p, env)
-        _refuse_when_closed(state, p, env, body.override_freeze, body.reason)
-        if body.to_revision is not None and state.deploys.store.get(p.name, env, body.to_revision) is None:
+        _refuse_when_closed(state, s, p, env, body.override_freeze, body.reason)
+        if body.to_revision is not None and deploys.deployment_in(state.deploys, s, p.name, _env_row(s, p, env),
+                                                                  body.to_revision) is None:
             raise services.ServiceError(f"{env} has no revision {body.to_revision}", 404,
                                         f"see `chute history {env} --project {p.name}`")
         req = state.deploys.request(s, p, env, kind="rollback", to_revision=body.to_revision, actor=who.user,
