@@ -77,9 +77,11 @@ class Pushed:
 
 
 @pytest.fixture(scope="session")
-def pushed(images: dict[str, str], registry: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pushed]:
+def pushed(images: dict[str, str], request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pushed]:
     """The test services pushed to the real registry (as a publish step would), with their digests."""
-    host = registry.removeprefix("http://").removeprefix("https://").rstrip("/")
+    registry_url: str = request.getfixturevalue("registry")
+    host = registry_url.removeprefix("http://").removeprefix("https://").rstrip("/")
     out: dict[str, Pushed] = {}
     tmp = tmp_path_factory.mktemp("digests")
     for variant in ("v1", "v2", "flaky"):
