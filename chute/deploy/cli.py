@@ -33,7 +33,7 @@ def deploy_command(client: Any, project: str, environment: str, *, image: str | 
     """Queue a deployment of ``image`` (or run ``run``'s image) and, with ``wait``, follow it to the end."""
     out = out or sys.stdout
     if bool(image) == bool(run):
-        out.write("error: give exactly one of --image REF and --run RUN\n")
+        sys.stderr.write("error: give exactly one of --image REF and --run RUN\n")
         return 1
     body = {"image": image, "run": run, "reason": reason, "override_freeze": override_freeze}
     req = client.post(_env_path(project, environment) + "/deploy", body, headers=_headers(argv))

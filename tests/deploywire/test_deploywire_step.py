@@ -51,7 +51,7 @@ def test_a_release_that_does_not_become_healthy_fails_the_step(tmp_path, images)
     rt = runtime(tmp_path, run_id="step-crash")
     name, tag = images["crash"].rsplit(":", 1)
     rt.images.append({"stage": "candidate", "name": name, "tags": [tag], "digest": "sha256:00", "local": True})
-    with pytest.raises(StepFailed, match="the test release t[0-9a-f]+ of .*crash.* failed"):
+    with pytest.raises(StepFailed, match=r"the test release t[0-9a-f]+ of .*crash.* failed"):
         deploy(rt, "candidate", cfg("chute-test-web", tag, timeout=10), lambda _text: None)
     assert pods_of("step-crash") == []
 
