@@ -319,6 +319,9 @@ class DeployService:
         self._running: dict[tuple[str, str], threading.Thread] = {}
         self._mutex = threading.Lock()
         self._last_refresh = 0.0
+        self._last_recover = 0.0
+        self.recover_interval = 10.0  # seconds between looks for deployments a dead server left half-done
+        self._started = False
 
     # -------------------------------------------------------------- lookups
     def environments(self, project: str) -> dict[str, Environment]:
@@ -487,6 +490,9 @@ class DeployService:
         if time.monotonic() - self._last_refresh > self.refresh_interval:
             self._last_refresh = time.monotonic()
             self.refresh_all()
+        if time.monotonic() - self._last_recover > self.recover_interval:
+            self._last_recover = time.monotonic()
+            self.recover()
         self.sweep_run_holds()
         return self.start_due()
 
@@ -686,17 +692,44 @@ class DeployService:
 
     # -------------------------------------------------------------- start-up
     def recover(self) -> list[Deployment]:
-        """At start: deployments a stopped server left half-done end failed; their requests too."""
-        recovered: list[Deployment] = []
+        """Deployments a stopped server left half-done end failed ("interrupted"), and their requests too.
+
+        Called at start and every ``recover_interval`` seconds by the worker: an environment counts
+        when nobody holds its lock (the lock is a lease the deploying server renews, so a dead
+        server's lock frees itself within ``store.lease`` seconds) and this server is not deploying
+        it. Every environment then ends on a known revision.
+        """
+        from chute.deploy.model import DEPLOYING, PENDING
+        from chute.store import Deployment as DeploymentRow
+
+        with self._mutex:
+            mine = {key for key, t in self._running.items() if t.is_alive()}
+        todo: list[tuple[str, str]] = []
+        # A request another server just marked running takes its lock a moment later: leave it a lease.
+        settled = utcnow() - timedelta(seconds=self.store.lease)
         with self.db.session() as s:
-            pairs = [(p.name, e.name) for e, p in s.execute(
-                select(EnvironmentRow, Project).join(Project, Project.id == EnvironmentRow.project_id))]
-            for req in s.scalars(select(DeployRequest).where(DeployRequest.status == "running")):
-                req.status, req.finished_at = "blocked", utcnow()
-                req.error = "interrupted: the server stopped during this deploy; deploy again to retry"
-        for project, env in pairs:
-            with self.store.context(command="server start-up"):
-                recovered.extend(self.deployer.recover_interrupted(project, env))
+            stuck = s.execute(
+                select(EnvironmentRow, Project).join(Project, Project.id == EnvironmentRow.project_id)
+                .where(EnvironmentRow.id.in_(
+                    select(DeploymentRow.environment_id).where(DeploymentRow.status.in_((PENDING, DEPLOYING)))
+                    .union(select(DeployRequest.environment_id).where(
+                        DeployRequest.status == "running",
+                        (DeployRequest.started_at.is_(None)) | (DeployRequest.started_at < settled)))))
+            ).all()
+            for env_row, project in stuck:
+                if (str(env_row.project_id), env_row.name) in mine or not self.store.lock_free(s, env_row):
+                    continue
+                todo.append((project.name, env_row.name))
+                for req in s.scalars(select(DeployRequest).where(
+                        DeployRequest.environment_id == env_row.id, DeployRequest.status == "running",
+                        (DeployRequest.started_at.is_(None)) | (DeployRequest.started_at < settled))):
+                    req.status, req.finished_at = "blocked", utcnow()
+                    req.error = "interrupted: the server stopped during this deploy; deploy again to retry"
+        recovered: list[Deployment] = []
+        for project_name, env_name in todo:
+            with self.store.context(command="server start-up" if not self._started else "recovery"):
+                recovered.extend(self.deployer.recover_interrupted(project_name, env_name))
+        self._started = True
         return recovered
 
 

@@ -19,7 +19,11 @@ free, expired, or already ours), which behaves the same on SQLite and PostgreSQL
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
@@ -69,10 +73,17 @@ class SqlDeploymentStore:
     request the events of the current thread belong to.
     """
 
-    def __init__(self, db: Database, *, commits_between: CommitsBetween | None = None) -> None:
+    def __init__(self, db: Database, *, commits_between: CommitsBetween | None = None, lease: float = 30.0) -> None:
         self.db = db
         self.commits_between = commits_between
         self._local = threading.local()
+        # Locks are leases: held ones are renewed every lease/3 by a thread, so the lock of a
+        # server that died frees itself within ``lease`` seconds (the Deployer's ttl is an upper bound).
+        self.lease = lease
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._held: dict[int, str] = {}  # environment id -> holder
+        self._held_mutex = threading.Lock()
+        self._renewer: threading.Thread | None = None
 
     # ------------------------------------------------------------------ context for events
 
@@ -261,6 +272,7 @@ class SqlDeploymentStore:
         return self._query(project, environment, limit=limit)
 
     def try_lock(self, project: str, environment: str, owner: str, ttl: float) -> bool:
+        holder = f"{self.instance}/{owner}"[:200]
         now = utcnow()
         with self.db.session() as s:
             env = self.environment_row(s, project, environment)
@@ -268,22 +280,60 @@ class SqlDeploymentStore:
             result = s.execute(
                 update(EnvironmentRow)
                 .where(EnvironmentRow.id == env.id,
-                       or_(EnvironmentRow.lock_holder.is_(None), EnvironmentRow.lock_holder == owner,
+                       or_(EnvironmentRow.lock_holder.is_(None), EnvironmentRow.lock_holder == holder,
                            EnvironmentRow.lock_until.is_(None), EnvironmentRow.lock_until < now))
-                .values(lock_holder=owner, lock_until=now + timedelta(seconds=ttl))
+                .values(lock_holder=holder, lock_until=now + timedelta(seconds=min(ttl, self.lease)))
                 .execution_options(synchronize_session=False)
             )
-            return bool(result.rowcount == 1)
+            taken = bool(result.rowcount == 1)
+            env_id = env.id
+        if taken:
+            with self._held_mutex:
+                self._held[env_id] = holder
+                if self._renewer is None or not self._renewer.is_alive():
+                    self._renewer = threading.Thread(target=self._renew, name="chute-deploy-locks", daemon=True)
+                    self._renewer.start()
+        return taken
 
     def unlock(self, project: str, environment: str, owner: str) -> None:
+        holder = f"{self.instance}/{owner}"[:200]
         with self.db.session() as s:
             env = self.environment_row(s, project, environment, create=False)
             if env is None:
                 return
             s.execute(update(EnvironmentRow)
-                      .where(and_(EnvironmentRow.id == env.id, EnvironmentRow.lock_holder == owner))
+                      .where(and_(EnvironmentRow.id == env.id, EnvironmentRow.lock_holder == holder))
                       .values(lock_holder=None, lock_until=None)
                       .execution_options(synchronize_session=False))
+            with self._held_mutex:
+                if self._held.get(env.id) == holder:
+                    del self._held[env.id]
+
+    def _renew(self) -> None:
+        """Extend the leases this process holds until it holds none."""
+        while True:
+            time.sleep(self.lease / 3)
+            with self._held_mutex:
+                held = dict(self._held)
+            if not held:
+                with self._held_mutex:
+                    if not self._held:
+                        self._renewer = None
+                        return
+                continue
+            try:
+                with self.db.session() as s:
+                    until = utcnow() + timedelta(seconds=self.lease)
+                    for env_id, holder in held.items():
+                        s.execute(update(EnvironmentRow)
+                                  .where(EnvironmentRow.id == env_id, EnvironmentRow.lock_holder == holder)
+                                  .values(lock_until=until).execution_options(synchronize_session=False))
+            except Exception:  # the database is away for a moment: try again at the next round
+                continue
+
+    def lock_free(self, s: Session, env: EnvironmentRow) -> bool:
+        """Nobody holds the environment's lock (or its lease ran out): no deploy of it runs anywhere."""
+        return env.lock_holder is None or env.lock_until is None or env.lock_until < utcnow()
 
     # ------------------------------------------------------------------ links to runs and commits
 

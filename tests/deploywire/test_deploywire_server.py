@@ -23,7 +23,7 @@ from chute.deploy.model import DEPLOYING
 from chute.server.app import create_app
 from chute.server.deploys import closed, next_open
 from chute.server.settings import Settings
-from chute.store import DeployRequest, Event, Job, Project
+from chute.store import DeployRequest, Event, Job, Project, utcnow
 
 from .conftest import commit_file, config_yaml, env_yaml, make_repo
 
@@ -278,16 +278,22 @@ def test_start_up_ends_interrupted_deployments_on_a_known_revision(db_url: str, 
             env_row = store.environment_row(s, "p", "staging")
             s.add(DeployRequest(environment_id=env_row.id, image_ref="r/web:1", actor="ada", status="running",
                                 revision=1))
+            # The deploying server's lease on the environment's lock has not run out yet.
+            env_row.lock_holder, env_row.lock_until = "elsewhere:1:x/owner", utcnow() + timedelta(seconds=60)
     # The server "crashed" mid-deploy; a new one starts on the same database.
     second = create_app(settings, start_background=False)
     with TestClient(second):
         state = second.state.chute
+        assert state.deploys.store.get("p", "staging", 1).status == DEPLOYING  # its lock may still be in use
+        with state.db.session() as s:
+            state.deploys.store.environment_row(s, "p", "staging").lock_until = utcnow() - timedelta(seconds=1)
+        state.deploys.recover()  # the lease ran out: nobody deploys it any more
         dep = state.deploys.store.get("p", "staging", 1)
         assert dep.status == "failed" and dep.error.startswith("interrupted")
         (req,) = [r for r in _requests(state)]
         assert req.status == "blocked" and req.error.startswith("interrupted")
         (ev,) = [e for e in _events_of(state, "deploy.finished")]
-        assert ev.outcome == "failed" and ev.revision == 1 and ev.command == "server start-up"
+        assert ev.outcome == "failed" and ev.revision == 1 and ev.command == "recovery"
 
 
 def test_the_calendar_says_when_deploys_open_again() -> None:

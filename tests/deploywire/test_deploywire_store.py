@@ -223,3 +223,21 @@ def test_a_rollback_by_a_person_is_audited_with_its_time_to_restore(db):
     assert evs[2].data["automatic"] is False
     assert evs[4].outcome == "restored" and evs[4].data["time_to_restore"] == 70.0  # since revision 2 started
     assert evs[3].data["commits"] == []  # a rollback ships nothing new
+
+
+def test_locks_are_leases_renewed_while_held(db):
+    a = SqlDeploymentStore(db, lease=0.6)
+    b = SqlDeploymentStore(db, lease=0.6)  # another server on the same database
+    assert a.try_lock("p", "staging", "same-owner-id", ttl=3600)
+    assert not b.try_lock("p", "staging", "same-owner-id", ttl=3600)  # owners are per server
+    import time
+
+    time.sleep(1.5)  # more than the lease: a renews it while it holds it
+    assert not b.try_lock("p", "staging", "x", ttl=3600)
+    a.unlock("p", "staging", "same-owner-id")
+    assert b.try_lock("p", "staging", "x", ttl=3600)
+    # b "dies": its renewer stops with the lock still recorded; the lease frees it.
+    with b._held_mutex:
+        b._held.clear()
+    time.sleep(1.0)
+    assert a.try_lock("p", "staging", "y", ttl=3600)
