@@ -822,6 +822,14 @@ def environment_summary(svc: DeployService, s: Session, project: Project, row: E
     }
 
 
+def refused_requests(s: Session, env_row: EnvironmentRow, limit: int = 10) -> list[dict[str, Any]]:
+    """The latest requests that did not deploy (blocked or superseded), with why: the "why not" list."""
+    reqs = s.scalars(select(DeployRequest).where(DeployRequest.environment_id == env_row.id,
+                                                 DeployRequest.status.in_(("blocked", "superseded")))
+                     .order_by(DeployRequest.id.desc()).limit(limit))
+    return [request_dict(r) for r in reqs]
+
+
 def held_runs(s: Session, project: Project) -> list[dict[str, Any]]:
     """Queued runs a freeze holds, with when they are released and why."""
     now = utcnow()

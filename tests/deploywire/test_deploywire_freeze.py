@@ -82,6 +82,8 @@ def test_a_freeze_holds_queued_runs_and_releases_them_with_audited_overrides(liv
     assert hist[0]["freeze_override"]["reason"] == "hotfix for the launch" and body(port) == "v1"
     (fo,) = live.events("deploy.freeze-override", environment="staging")
     assert fo.actor == "admin" and fo.data["reason"] == "hotfix for the launch" and fo.revision == 1
+    page = live.http.get("/projects/greeter/environments/staging").text
+    assert "freeze overridden" in page and "override by admin: hotfix for the launch" in page
 
     # Run 1 is let through the freeze by a person: audited, and its deployment goes through too.
     r = live.http.post(f"/api/v1/runs/{run1['id']}/override-freeze", json={"reason": "the launch needs it"})
@@ -109,6 +111,9 @@ def test_a_freeze_holds_queued_runs_and_releases_them_with_audited_overrides(liv
          if r["run"] == run0["id"] and r["status"] in ("done", "blocked", "superseded")), None), timeout=30)
     assert req["status"] == "blocked" and "older than revision 2" in req["error"]
     assert [d["revision"] for d in live.history("staging")] == [2, 1] and body(port) == "v2"
+    page = live.http.get("/projects/greeter/environments/staging").text
+    assert "Recently not deployed" in page and "older than revision 2" in page
+    assert "No deploys now" not in page  # the freeze is over
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -113,6 +113,9 @@ def app(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
 def test_environments_come_from_the_default_branch_only(app: App) -> None:
     data = app.envs()
     assert [e["name"] for e in data["environments"]] == ["staging", "production"] and data["config_error"] is None
+    page = app.client.get("/projects/greeter").text
+    assert 'href="/projects/greeter/environments/staging">staging</a>' in page and "auto from publish" in page
+    assert "auto after staging" in page
     # A branch (a patch) that adds an environment and grants itself auto deploys changes nothing.
     from tests.conftest import git
 

@@ -252,7 +252,7 @@ def environment_page(request: Request, name: str, env: str) -> Response:
                    and d["revision"] != current]
         held = [h for h in deploys.held_runs(s, p) if env in h.get("environments", [])]
         return page(request, sess, "environment.html", project=p, env=summary, history=history,
-                    rollback_choices=choices, held_runs=held,
+                    rollback_choices=choices, held_runs=held, refused=deploys.refused_requests(s, row),
                     config_error=(p.settings or {}).get("environments_error"))
 
 
