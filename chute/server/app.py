@@ -7,6 +7,7 @@ one ``chute serve`` process is a complete installation.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import queue
@@ -46,6 +47,9 @@ class State:
         self.hooks: dict[str, list[Callable[[State, int], None]]] = {"queued": [], "finished": []}
         self._pending: queue.Queue[tuple[str, int]] = queue.Queue()
         self._post_worker: threading.Thread | None = None
+        from .deploys import DeployService
+
+        self.deploys = DeployService(self)  # deploy requests, the deploy worker, freezes (deploys.py)
 
     def wake_agents(self) -> None:
         with self.claim_wakeup:
@@ -107,7 +111,10 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.migrate()
         state.admin_token = ensure_admin_token(db, settings.home)
+        # A deployment a stopped server left half-done ends on a known revision (failed, "interrupted").
+        await asyncio.to_thread(state.deploys.recover)
         if start_background:
+            state.threads.append(state.deploys.start())
             from .poller import poll_once
 
             state.threads.append(state.start_post_worker())
@@ -147,18 +154,20 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
             body["hint"] = exc.hint
         return JSONResponse(body, status_code=exc.status)
 
-    from .api import agents, projects, runs
+    from .api import agents, deployments, projects, runs
     from .blubberoid import make_router as blubberoid_router
     from .reporting import report_run
     from .webhook_routes import router as webhook_router
 
     state.hooks["queued"].append(report_run)
     state.hooks["finished"].append(report_run)
+    state.hooks["finished"].append(state.deploys.on_run_finished)
     app.include_router(blubberoid_router())
     app.include_router(webhook_router)
     app.include_router(projects.router)
     app.include_router(runs.router)
     app.include_router(agents.router)
+    app.include_router(deployments.router)
 
     from .ui import install as install_ui
 

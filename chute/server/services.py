@@ -133,6 +133,9 @@ def add_project(s: Session, settings: Settings, repo_url: str, name: str | None,
     s.add(project)
     s.flush()
     ledger.record(s, "project.added", actor=actor, project=name, data={"repo": repo_url})
+    from .deploys import refresh_environments
+
+    refresh_environments(s, settings, project)  # the default branch's deployment environments
     return project, info
 
 
@@ -284,8 +287,12 @@ def queue_run(s: Session, settings: Settings, project: Project, change: Change, 
         "reuse": reuse or {},
         "run_url": settings.run_url(run.id),
     }
-    enqueue(s, run, payload, max_attempts=settings.max_attempts)
     ledger.record(s, "run.queued", run=run, actor=actor, data={"pipeline": pipeline, "trigger": trigger})
+    # A trusted run that would deploy into a freeze waits in the queue until it ends (deploy.held).
+    from .deploys import hold_new_run
+
+    enqueue(s, run, payload, max_attempts=settings.max_attempts,
+            not_before=hold_new_run(s, settings, project, run))
     return run
 
 

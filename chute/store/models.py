@@ -235,6 +235,7 @@ class Environment(Base):
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     lock_holder: Mapped[str | None] = mapped_column(String(200))  # one deployment at a time
     lock_until: Mapped[datetime | None] = mapped_column()
+    revision_counter: Mapped[int] = mapped_column(Integer, default=0)  # the last revision number handed out
 
 
 class Deployment(Base):
@@ -260,9 +261,53 @@ class Deployment(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    serving_at: Mapped[datetime | None] = mapped_column()  # when it began to take traffic
     finished_at: Mapped[datetime | None] = mapped_column()
+    error: Mapped[str] = mapped_column(Text, default="")
     time_to_restore: Mapped[float | None] = mapped_column(Float)
+
+    environment: Mapped[Environment] = relationship()
+
+
+class DeployRequest(Base):
+    """A deployment asked for (by a pipeline, a promotion or a person) and not yet, or being, carried out.
+
+    The server's deploy worker takes queued requests; a freeze or a closed deploy
+    window holds one (``held`` until ``not_before``); the Deployment it produced
+    is ``revision``.
+    """
+
+    __tablename__ = "deploy_requests"
+    __table_args__ = (
+        Index("ix_deploy_requests_status", "status", "not_before"),
+        Index("ix_deploy_requests_env", "environment_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20), default="deploy")  # deploy | rollback
+    trigger: Mapped[str] = mapped_column(String(20), default="person")  # person | auto | promotion | promote-step
+    image_ref: Mapped[str] = mapped_column(Text, default="")
+    to_revision: Mapped[int | None] = mapped_column(Integer)  # rollback target
+    order_key: Mapped[str] = mapped_column(String(100), default="")
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    command: Mapped[str] = mapped_column(Text, default="")
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    override_freeze: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    # queued | held | running | done | blocked | superseded
+    hold_reason: Mapped[str] = mapped_column(Text, default="")
+    not_before: Mapped[datetime | None] = mapped_column()
+    revision: Mapped[int | None] = mapped_column(Integer)  # the deployment it produced
+    outcome: Mapped[str] = mapped_column(String(20), default="")  # the deployment's status when done
+    error: Mapped[str] = mapped_column(Text, default="")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
 
     environment: Mapped[Environment] = relationship()
 

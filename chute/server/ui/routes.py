@@ -22,7 +22,7 @@ from sqlalchemy import select
 from chute import __version__
 from chute.store import LogChunk, Project, Run, ledger
 
-from .. import services
+from .. import deploys, services
 from ..api.projects import webhook_instructions
 from . import views
 from .ansi import strip_ansi
@@ -154,7 +154,8 @@ def project_page(request: Request, name: str, pipeline: str = "", branch: str = 
         p = _project(s, name)
         runs, more = views.project_runs(s, p, f)
         return page(request, sess, "project.html", project=p, runs=runs, more=more, f=f,
-                    choices=views.filter_choices(s, p), config_path=services.CONFIG_PATH)
+                    choices=views.filter_choices(s, p), config_path=services.CONFIG_PATH,
+                    environments=_environments(state, s, p))
 
 
 @router.get("/projects/{name}/setup")
@@ -180,7 +181,9 @@ def change_page(request: Request, name: str, key: str) -> Response:
         if not changes:
             raise UIError(404, "No such change", f"Project {name} has no change or commit {key!r}.", "",
                           [(f"/projects/{quote(name, safe='')}", name)])
-        return page(request, sess, "change.html", project=p, key=key, changes=changes, runs=runs)
+        deployed = deploys.deployed_where(s, p, [c.commit for c in changes])
+        return page(request, sess, "change.html", project=p, key=key, changes=changes, runs=runs,
+                    deployed=deployed)
 
 
 @router.get("/runs/{run_id}")
@@ -189,7 +192,9 @@ def run_page(request: Request, run_id: int) -> Response:
     with _state(request).db.session() as s:
         run = _run(s, run_id)
         view = views.run_view(s, run)
-        return page(request, sess, "run.html", view=view, run=run)
+        return page(request, sess, "run.html", view=view, run=run,
+                    deployed=deploys.deployed_where(s, run.project, [run.change.commit]),
+                    run_hold=deploys.run_hold_info(s, run))
 
 
 @router.get("/runs/{run_id}/live")
@@ -219,7 +224,88 @@ def run_log_text(request: Request, run_id: int, stage: str | None = None) -> Res
                              headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
 
+def _environments(state: Any, s: Any, p: Project) -> list[dict[str, Any]]:
+    rows = deploys.environment_rows(s, p.id)
+    envs = deploys.parse_rows(rows)
+    return [deploys.environment_summary(state.deploys, s, p, r, envs.get(r.name)) for r in rows]
+
+
+@router.get("/projects/{name}/environments/{env}")
+def environment_page(request: Request, name: str, env: str) -> Response:
+    """Where an environment stands: what serves, what waits and why, the history, a Rollback form."""
+    sess = session_of(request)
+    state = _state(request)
+    with state.db.session() as s:
+        p = _project(s, name)
+        rows = {r.name: r for r in deploys.environment_rows(s, p.id)}
+        if env not in rows:
+            raise UIError(404, "No such environment",
+                          f"Project {name} has no environment {env!r}.",
+                          f"Environments come from `environments` in {services.CONFIG_PATH} on the default branch.",
+                          [(f"/projects/{quote(name, safe='')}", name)])
+        row = rows[env]
+        summary = deploys.environment_summary(state.deploys, s, p, row, deploys.parse_rows(list(rows.values()))
+                                              .get(env))
+        history = deploys.history(state.deploys, s, p, row, limit=100)
+        current = summary["current"]["revision"] if summary["current"] else None
+        choices = [d for d in history if d["status"] in ("healthy", "superseded", "rolled-back")
+                   and d["revision"] != current]
+        held = [h for h in deploys.held_runs(s, p) if env in h.get("environments", [])]
+        return page(request, sess, "environment.html", project=p, env=summary, history=history,
+                    rollback_choices=choices, held_runs=held, refused=deploys.refused_requests(s, row),
+                    config_error=(p.settings or {}).get("environments_error"))
+
+
 # ------------------------------------------------------------------ actions
+@router.post("/projects/{name}/environments/{env}/rollback")
+def rollback_action(request: Request, name: str, env: str, csrf: str = Form(""), reason: str = Form(""),
+                    to_revision: str = Form(""), override_freeze: str = Form("")) -> Response:
+    """The Rollback button: queues the same rollback as POST /api/v1/.../rollback."""
+    sess = require_login(request, csrf)
+    state = _state(request)
+    back = f"/projects/{quote(name, safe='')}/environments/{quote(env, safe='')}"
+    if not reason.strip():
+        raise UIError(400, "Say why", "A rollback needs a reason; it is kept in the history and the ledger.", "",
+                      [(back, "Back")])
+    if to_revision and not to_revision.isdigit():
+        raise UIError(400, "Not a revision", f"{to_revision!r} is not a revision number.", "", [(back, "Back")])
+    force = override_freeze in ("1", "true", "on")
+    with service_errors(back), state.db.session() as s:
+        p = _project(s, name)
+        rows = {r.name: r for r in deploys.environment_rows(s, p.id)}
+        if env not in rows:
+            raise services.ServiceError(f"project {name} has no environment {env!r}", 404)
+        target = deploys.parse_rows(list(rows.values()))[env]
+        shut = deploys.closed(target, state.deploys.deployer.clock())
+        if shut is not None and not force:
+            raise services.ServiceError(f"{shut.reason}; nothing was rolled back", 409,
+                                        "tick 'Override the freeze' if this cannot wait (the reason is recorded)")
+        state.deploys.request(s, p, env, kind="rollback", to_revision=int(to_revision) if to_revision else None,
+                              actor=sess.user, reason=reason.strip(), command=f"POST {request.url.path} (web UI)",
+                              override_freeze=force)
+    state.deploys.wake()
+    return redirect(back)
+
+
+@router.post("/projects/{name}/environments/{env}/requests/{req_id}/override")
+def override_action(request: Request, name: str, env: str, req_id: int, csrf: str = Form(""),
+                    reason: str = Form("")) -> Response:
+    sess = require_login(request, csrf)
+    state = _state(request)
+    back = f"/projects/{quote(name, safe='')}/environments/{quote(env, safe='')}"
+    from chute.store import DeployRequest
+
+    with service_errors(back), state.db.session() as s:
+        req = s.get(DeployRequest, req_id)
+        p = _project(s, name)
+        if req is None or req.environment.project_id != p.id or req.environment.name != env:
+            raise services.ServiceError(f"no deploy request #{req_id} for {env}", 404)
+        state.deploys.override_request(s, req, actor=sess.user, reason=reason,
+                                       command=f"POST {request.url.path} (web UI)")
+    state.deploys.wake()
+    return redirect(back)
+
+
 @router.post("/runs/{run_id}/rerun")
 def rerun(request: Request, run_id: int, csrf: str = Form(""), failed_only: str = Form("")) -> Response:
     sess = require_login(request, csrf)

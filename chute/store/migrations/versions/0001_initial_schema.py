@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 17:12:43.509388
+Create Date: 2026-11-26 17:59:16.068266
 """
 
 from alembic import op
@@ -113,6 +113,7 @@ def upgrade() -> None:
     sa.Column('config', sa.JSON(), nullable=False),
     sa.Column('lock_holder', sa.String(length=200), nullable=True),
     sa.Column('lock_until', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('revision_counter', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['project_id'], ['projects.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('project_id', 'name', name='uq_env_name')
@@ -156,6 +157,37 @@ def upgrade() -> None:
         batch_op.create_index('ix_runs_project_created', ['project_id', 'created_at'], unique=False)
         batch_op.create_index('ix_runs_status', ['status'], unique=False)
 
+    op.create_table('deploy_requests',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('environment_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('trigger', sa.String(length=20), nullable=False),
+    sa.Column('image_ref', sa.Text(), nullable=False),
+    sa.Column('to_revision', sa.Integer(), nullable=True),
+    sa.Column('order_key', sa.String(length=100), nullable=False),
+    sa.Column('actor', sa.String(length=200), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('command', sa.Text(), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=True),
+    sa.Column('override_freeze', sa.Boolean(), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
+    sa.Column('hold_reason', sa.Text(), nullable=False),
+    sa.Column('not_before', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('revision', sa.Integer(), nullable=True),
+    sa.Column('outcome', sa.String(length=20), nullable=False),
+    sa.Column('error', sa.Text(), nullable=False),
+    sa.Column('data', sa.JSON(), nullable=False),
+    sa.Column('created_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['environment_id'], ['environments.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['run_id'], ['runs.id'], ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('deploy_requests', schema=None) as batch_op:
+        batch_op.create_index('ix_deploy_requests_env', ['environment_id', 'id'], unique=False)
+        batch_op.create_index('ix_deploy_requests_status', ['status', 'not_before'], unique=False)
+
     op.create_table('deployments',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('environment_id', sa.Integer(), nullable=False),
@@ -170,8 +202,11 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=True),
     sa.Column('detail', sa.JSON(), nullable=False),
-    sa.Column('started_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('serving_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('finished_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('error', sa.Text(), nullable=False),
     sa.Column('time_to_restore', sa.Float(), nullable=True),
     sa.ForeignKeyConstraint(['environment_id'], ['environments.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], ondelete='SET NULL'),
@@ -265,6 +300,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_deployments_env_started')
 
     op.drop_table('deployments')
+    with op.batch_alter_table('deploy_requests', schema=None) as batch_op:
+        batch_op.drop_index('ix_deploy_requests_status')
+        batch_op.drop_index('ix_deploy_requests_env')
+
+    op.drop_table('deploy_requests')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_index('ix_runs_status')
         batch_op.drop_index('ix_runs_project_created')
