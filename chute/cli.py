@@ -419,6 +419,80 @@ def init(
     typer.echo("next: read the comments in those files, then `chute lint` and `chute run test`")
 
 
+@app.command()
+def deploy(
+    environment: str = typer.Argument(..., help="The environment, e.g. staging."),
+    project: str = typer.Option(..., "--project", "-P", help="Project name."),
+    image: str | None = typer.Option(None, "--image", help="Image reference (tag or digest) to deploy."),
+    run: int | None = typer.Option(None, "--run", help="Deploy the last image this run published."),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the history and the ledger)."),
+    override_freeze: bool = typer.Option(False, "--override-freeze",
+                                         help="Deploy during a freeze or outside the deploy windows (needs --reason)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Return once the deployment is queued."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Deploy an image (or a run's image) to an environment; waits for its health verdict."""
+    from chute.deploy.cli import deploy_command
+
+    c = _client(server, token)
+    raise typer.Exit(_call(lambda: deploy_command(c, project, environment, image=image, run=run, reason=reason,
+                                                  override_freeze=override_freeze, wait=not no_wait,
+                                                  argv=sys.argv[1:])))
+
+
+@app.command()
+def rollback(
+    environment: str = typer.Argument(..., help="The environment, e.g. production."),
+    project: str = typer.Option(..., "--project", "-P", help="Project name."),
+    to: int | None = typer.Option(None, "--to", help="Revision to go back to (default: the last healthy "
+                                                     "revision with another image)."),
+    reason: str = typer.Option("", "--reason", help="Why (kept in the history and the ledger)."),
+    override_freeze: bool = typer.Option(False, "--override-freeze",
+                                         help="Roll back during a freeze (needs --reason)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Return once the rollback is queued."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Serve an earlier revision again; waits for its health verdict."""
+    from chute.deploy.cli import rollback_command
+
+    c = _client(server, token)
+    raise typer.Exit(_call(lambda: rollback_command(c, project, environment, to_revision=to, reason=reason,
+                                                    override_freeze=override_freeze, wait=not no_wait,
+                                                    argv=sys.argv[1:])))
+
+
+@app.command()
+def history(
+    environment: str = typer.Argument(..., help="The environment, e.g. staging."),
+    project: str = typer.Option(..., "--project", "-P", help="Project name."),
+    json_out: bool = typer.Option(False, "--json", help="Print the deployments as JSON."),
+    limit: int = typer.Option(20, "--limit", help="How many deployments (newest first)."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Deployments of an environment: revision, image, status, who, when, why."""
+    from chute.deploy.cli import history_command
+
+    c = _client(server, token)
+    raise typer.Exit(_call(lambda: history_command(c, project, environment, as_json=json_out, limit=limit)))
+
+
+@app.command()
+def environments(
+    project: str = typer.Option(..., "--project", "-P", help="Project name."),
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """A project's environments: what serves, what waits, freezes."""
+    from chute.deploy.cli import environments_command
+
+    c = _client(server, token)
+    raise typer.Exit(_call(lambda: environments_command(c, project, as_json=json_out)))
+
+
 def version_callback(value: bool) -> None:
     if value:
         typer.echo(f"chute {__version__}")
