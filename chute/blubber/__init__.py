@@ -3,6 +3,7 @@
 Public API (everything else in this package is internal)::
 
     cfg = load_config(".pipeline/blubber.yaml")       # or parse_config(text, source)
+    cfg = decode_document(Document(data, source, {}))  # data parsed elsewhere, e.g. JSON
     text = compile_variant(cfg, "test")              # the Dockerfile
     policy = load_policy("policy.yaml")              # path or http(s) URL
     compile_variant(cfg, "production", policy)       # exit 6 on a violation
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chute import __version__
-from chute.config import ConfigError, Problem, load_file, load_yaml
+from chute.config import ConfigError, Document, Problem, load_file, load_yaml
 
 from .schema.config import BlubberConfig, decode_config
 
@@ -33,6 +34,7 @@ __all__ = [
     "Problem",
     "compile_stages",
     "compile_variant",
+    "decode_document",
     "lint_config",
     "load_config",
     "load_policy",
@@ -63,6 +65,15 @@ def load_config(path: str) -> BlubberConfig:
 def parse_config(text: str | bytes, source: str = "<input>") -> BlubberConfig:
     """Validate a Blubber config given as text, e.g. a Blubberoid request body (YAML or JSON)."""
     return decode_config(load_yaml(text, source))
+
+
+def decode_document(doc: Document) -> BlubberConfig:
+    """Validate a config that is already loaded, e.g. JSON parsed by the caller (``Document(data, source, {})``).
+
+    Without marks, problems have no line/column and YAML's loose scalars
+    (``PORT: 8080`` read as written) are errors.
+    """
+    return decode_config(doc)
 
 
 def compile_stages(config: BlubberConfig, variant: str, *, version_label: str = __version__) -> list:
