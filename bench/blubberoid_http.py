@@ -12,6 +12,11 @@ config with a different Dockerfile and no cache of any kind can answer it.
 Before the runs, one request is checked for the right Dockerfile; after each
 run, wrk's count of non-2xx answers must be zero.
 
+Besides wrk's figures it prints the CPU time the server's processes used per
+request (from /proc, all workers together) and how much CPU wrk itself took:
+on a shared machine requests/s follows whatever CPU is left over, while CPU
+per request is what the code costs (2 cores / CPU per request = the ceiling).
+
 The config is a typical four-variant service (build, test, prep, production;
 production copies from prep, prep and test include build), like mathoid's.
 """
@@ -22,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import subprocess
@@ -91,7 +97,8 @@ function request()
 end
 function done(summary, latency, requests)
   io.write(string.format(
-    '{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, "p50_us": %d, "p99_us": %d, "max_us": %d}\n',
+    '{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, ' ..
+    '"p50_us": %d, "p99_us": %d, "max_us": %d}\n',
     summary.requests, summary.duration, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50), latency:percentile(99), latency.max))
@@ -142,14 +149,38 @@ def check(url: str, media: str) -> None:
         sys.exit(f"unexpected answer {r.status_code}: {r.text[:500]}")
 
 
-def run_wrk(url: str, lua: Path, connections: int, duration: int) -> dict[str, float]:
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and all its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def run_wrk(url: str, lua: Path, connections: int, duration: int, server_pid: int) -> dict[str, float]:
+    cpu0 = tree_cpu(server_pid)
+    wrk_cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
                           "-s", str(lua), url], capture_output=True, text=True, check=True).stdout
+    wrk_cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = tree_cpu(server_pid) - cpu0
     line = next(ln for ln in out.splitlines() if ln.startswith("{"))
     res = json.loads(line)
     if res["non2xx"] or res["socket_errors"]:
         sys.exit(f"wrk saw {res['non2xx']} non-2xx answers and {res['socket_errors']} socket errors:\n{out}")
     res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+    res["server_cpu_us"] = server_cpu / res["requests"] * 1e6
+    res["wrk_cpu_share"] = ((wrk_cpu1.ru_utime - wrk_cpu0.ru_utime + wrk_cpu1.ru_stime - wrk_cpu0.ru_stime)
+                            / (res["duration_us"] / 1e6))
     return res
 
 
@@ -177,18 +208,20 @@ def main() -> None:
               f"load average {os.getloadavg()[0]:.1f}; body {args.media}, "
               f"{len(body_template(args.media))} bytes; policy {'yes' if policy else 'no'}; "
               f"{args.duration} s per run")
-        print("| workers | connections | requests/s | p50 ms | p99 ms | max ms | requests |")
-        print("|---|---|---|---|---|---|---|")
+        print("| workers | connections | requests/s | p50 ms | p99 ms | max ms | requests "
+              "| server CPU µs/request | wrk CPU (cores) |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for workers in args.workers:
             proc, url = start_server(workers, policy)
             try:
                 check(url, args.media)
                 if args.warmup:
-                    run_wrk(url, lua, 16, args.warmup)
+                    run_wrk(url, lua, 16, args.warmup, proc.pid)
                 for conns in args.connections:
-                    r = run_wrk(url, lua, conns, args.duration)
+                    r = run_wrk(url, lua, conns, args.duration, proc.pid)
                     print(f"| {workers} | {conns} | {r['rps']:,.0f} | {r['p50_us'] / 1000:.2f} | "
-                          f"{r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.1f} | {r['requests']:,} |", flush=True)
+                          f"{r['p99_us'] / 1000:.2f} | {r['max_us'] / 1000:.1f} | {r['requests']:,} | "
+                          f"{r['server_cpu_us']:.0f} | {r['wrk_cpu_share']:.2f} |", flush=True)
             finally:
                 proc.terminate()
                 try:

@@ -364,26 +364,41 @@ class StandaloneApp:
                           wants_json).send(send)
 
 
+POLICY_ENV = "CHUTE_BLUBBER_POLICY"  # set by ``chute serve -p``; read by every worker process
+
+
+def policy_from_env() -> Policy | None:
+    """The policy named by ``$CHUTE_BLUBBER_POLICY``, loaded (ConfigError exit 5 if it cannot be)."""
+    import os
+
+    uri = os.environ.get(POLICY_ENV)
+    if not uri:
+        return None
+    from chute.blubber import load_policy
+
+    return load_policy(uri)
+
+
 def create_app(policy: Policy | str | None = None) -> StandaloneApp:
     """The stand-alone service (``chute serve --blubberoid-only``).
 
     ``policy`` is a loaded policy, a path or URL, or None to use
-    ``$CHUTE_BLUBBER_POLICY`` (set by ``chute serve -p``). A policy that cannot
-    be loaded stops start-up with its problems and exit code 5, as
-    Blubberoid's ``-p`` did.
+    ``$CHUTE_BLUBBER_POLICY``. A policy that cannot be loaded stops start-up
+    with its problems and exit code 5, as Blubberoid's ``-p`` did. (With
+    several workers each one loads it; ``chute serve`` checks it once before
+    starting them, so that a bad policy does not make uvicorn restart workers
+    forever.)
     """
-    import os
+    try:
+        if policy is None:
+            policy = policy_from_env()
+        elif isinstance(policy, str):
+            from chute.blubber import load_policy
 
-    if policy is None:
-        policy = os.environ.get("CHUTE_BLUBBER_POLICY") or None
-    if isinstance(policy, str):
-        from chute.blubber import load_policy
-
-        try:
             policy = load_policy(policy)
-        except ConfigError as err:
-            print(err.format(), file=sys.stderr)
-            raise SystemExit(err.exit_code) from None
+    except ConfigError as err:
+        print(err.format(), file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
 
     docs = FastAPI(title="chute Blubberoid", version=__version__, docs_url="/api/docs", openapi_url="/openapi.json",
                    redoc_url=None,
