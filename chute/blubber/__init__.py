@@ -88,10 +88,12 @@ def compile_variant(config: BlubberConfig, variant: str, policy: Policy | None =
     """The Dockerfile for ``variant``; checks ``policy`` first when one is given."""
     from .compiler import build_stages
     from .dockerfile import render
+    from .resolve import stage_order
 
-    stages = build_stages(config, variant, version_label)
+    ordered = stage_order(config, variant)  # expanded once, for the stages and the policy
+    stages = build_stages(config, variant, version_label, ordered)
     if policy is not None:
-        policy.check(config, variant)
+        policy.check(config, variant, expanded=ordered[1])
     return render(stages)
 
 

@@ -269,9 +269,12 @@ class Policy:
     uri: str
     enforcements: tuple[Enforcement, ...]
 
-    def violations(self, config: Any, variant: str) -> list[Problem]:
-        """Every enforcement the config breaks (empty when it complies)."""
-        view = _LazyView(config, variant)
+    def violations(self, config: Any, variant: str, expanded: dict[str, Any] | None = None) -> list[Problem]:
+        """Every enforcement the config breaks (empty when it complies).
+
+        ``expanded`` is the second half of ``stage_order(config, variant)`` if the caller has it.
+        """
+        view = _LazyView(config, variant, expanded)
         out = []
         for enf in self.enforcements:
             found, value = view.lookup(enf.path)
@@ -291,8 +294,8 @@ class Policy:
                     + "; change the config to comply"))
         return out
 
-    def check(self, config: Any, variant: str) -> None:
-        problems = self.violations(config, variant)
+    def check(self, config: Any, variant: str, expanded: dict[str, Any] | None = None) -> None:
+        problems = self.violations(config, variant, expanded)
         if problems:
             raise ConfigError(problems, EXIT_POLICY_VIOLATION,
                               f"configuration fails policy check against: {self.uri}")
@@ -315,10 +318,10 @@ class _LazyView:
     a top-level path only the top level's.
     """
 
-    def __init__(self, config: Any, variant: str) -> None:
+    def __init__(self, config: Any, variant: str, expanded: dict[str, Any] | None) -> None:
         self.config = config
         self.variant = variant
-        self._expanded: dict[str, Any] | None = None
+        self._expanded = expanded
         self._root: dict[str, Any] | None = None
         self._variants: dict[str, dict[str, Any]] = {}
 

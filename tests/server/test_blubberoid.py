@@ -378,3 +378,13 @@ def test_full_app_checks_a_policy(tmp_path: Path) -> None:
         body = CONFIG.replace("base: registry.example/nodejs-slim", "base: docker.io/library/node")
         assert_text_error(c.post("/v1/test", content=body, headers=YAML), 422, "fails policy check")
         assert c.post("/v1/test", content=CONFIG, headers=YAML).status_code == 200
+
+
+def test_standalone_service_tunes_the_garbage_collector_while_it_runs(policy_path: Path) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    with TestClient(create_app(str(policy_path))) as c:
+        assert gc.get_threshold()[0] == 10_000 and gc.get_freeze_count() > 0
+        assert c.post("/v1/test", content=CONFIG, headers=YAML).status_code == 200
+    assert gc.get_threshold() == before
