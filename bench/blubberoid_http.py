@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/blubberoid_http.py [--duration 15] [--workers 1 2] [--connections 1 16]
                                               [--media yaml|json] [--no-policy]
+    .venv/bin/python bench/blubberoid_http.py --in-process
 
 Starts the real service (``chute serve --blubberoid-only --workers N``, with a
 policy file loaded at start unless ``--no-policy``) and drives it with ``wrk``
@@ -16,6 +17,8 @@ Besides wrk's figures it prints the CPU time the server's processes used per
 request (from /proc, all workers together) and how much CPU wrk itself took:
 on a shared machine requests/s follows whatever CPU is left over, while CPU
 per request is what the code costs (2 cores / CPU per request = the ceiling).
+``--in-process`` measures only the app (handler, loader, compiler), called
+directly with ASGI messages: the part of that cost which is chute's.
 
 The config is a typical four-variant service (build, test, prep, production;
 production copies from prep, prep and test include build), like mathoid's.
@@ -184,6 +187,49 @@ def run_wrk(url: str, lua: Path, connections: int, duration: int, server_pid: in
     return res
 
 
+def in_process(media: str, policy: Path | None, rounds: int = 7, n: int = 1000) -> float:
+    """CPU µs per request of the ASGI app called directly (no network, no uvicorn): best of ``rounds``."""
+    import asyncio
+    import resource as res
+
+    from chute.server.blubberoid import create_app
+
+    app = create_app(str(policy) if policy else None)
+    ctype = b"application/json" if media == "json" else b"application/yaml"
+    template = body_template(media)
+    bodies = [template.replace("@ID@", f"0-{i}").encode() for i in range(n)]
+
+    async def drive() -> None:
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        for body in bodies:
+            scope = {"type": "http", "method": "POST", "path": "/v1/production", "root_path": "",
+                     "query_string": b"", "headers": [(b"host", b"bench"), (b"content-type", ctype),
+                                                      (b"content-length", str(len(body)).encode())]}
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive(messages: list = messages) -> dict:
+                return messages.pop()
+
+            await app(scope, receive, send)
+        assert all(m["status"] == 200 for m in sent if m["type"] == "http.response.start"), sent[:2]
+
+    async def lifespan_and_drive() -> float:
+        async with app.docs.router.lifespan_context(app.docs):  # the service's GC settings
+            best = float("inf")
+            for _ in range(rounds):
+                t0 = res.getrusage(res.RUSAGE_SELF)
+                await drive()
+                t1 = res.getrusage(res.RUSAGE_SELF)
+                best = min(best, (t1.ru_utime - t0.ru_utime + t1.ru_stime - t0.ru_stime) / n * 1e6)
+            return best
+
+    return asyncio.run(lifespan_and_drive())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15, help="seconds per run")
@@ -192,7 +238,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--media", choices=["yaml", "json"], default="yaml")
     parser.add_argument("--no-policy", action="store_true", help="start the service without a policy")
+    parser.add_argument("--in-process", action="store_true",
+                        help="only measure the CPU per request of the app itself, called without a server")
     args = parser.parse_args()
+    if args.in_process:
+        with tempfile.TemporaryDirectory() as tmp:
+            policy = None if args.no_policy else Path(tmp) / "policy.yaml"
+            if policy:
+                policy.write_text(POLICY)
+            print(f"# load average {os.getloadavg()[0]:.1f}; policy {'yes' if policy else 'no'}")
+            for media in ("yaml", "json"):
+                print(f"{media}: {in_process(media, policy):.0f} µs CPU per request (best of 7 x 1,000)")
+        return
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
 
