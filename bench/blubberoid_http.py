@@ -7,9 +7,10 @@
 Starts the real service (``chute serve --blubberoid-only --workers N``, with a
 policy file loaded at start unless ``--no-policy``) and drives it with ``wrk``
 (Debian: ``apt-get install -y wrk``), one wrk thread, for every combination of
-workers and connections. Each request carries a distinct body: a counter in
-the value of an env variable (``REQUEST_ID``), so every request is a different
-config with a different Dockerfile and no cache of any kind can answer it.
+workers and connections. Each request carries a distinct body: a run id and a
+counter in the value of an env variable (``REQUEST_ID``), so every request,
+in every run, is a different config with a different Dockerfile and no cache
+of any kind can answer it.
 Before the runs, one request is checked for the right Dockerfile; after each
 run, wrk's count of non-2xx answers must be zero.
 
@@ -79,23 +80,25 @@ enforcements:
     rule: isfalse
 """
 
-# wrk's Lua: every request gets "<thread>-<counter>" in REQUEST_ID; done() prints one JSON line.
+# wrk's Lua: every request gets "<run>-<thread>-<counter>" in REQUEST_ID; done() prints one JSON line.
 LUA = r"""
 local template = [==[@TEMPLATE@]==]
 local counter = 0
-local tid = 0
+local run = ""
+tid = 0  -- a global: setup() sets it in each thread's own Lua state
 local nthreads = 0
 function setup(thread)
   nthreads = nthreads + 1
   thread:set("tid", nthreads)
 end
 function init(args)
+  run = args[1] or ""
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "@CTYPE@"
 end
 function request()
   counter = counter + 1
-  local body = template:gsub("@ID@", tid .. "-" .. counter)
+  local body = template:gsub("@ID@", run .. "-" .. tid .. "-" .. counter)
   return wrk.format(nil, "/v1/production", nil, body)
 end
 function done(summary, latency, requests)
@@ -173,7 +176,8 @@ def run_wrk(url: str, lua: Path, connections: int, duration: int, server_pid: in
     cpu0 = tree_cpu(server_pid)
     wrk_cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "10s",
-                          "-s", str(lua), url], capture_output=True, text=True, check=True).stdout
+                          "-s", str(lua), url, "--", f"{os.getpid()}.{time.time_ns()}"],
+                         capture_output=True, text=True, check=True).stdout
     wrk_cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = tree_cpu(server_pid) - cpu0
     line = next(ln for ln in out.splitlines() if ln.startswith("{"))
