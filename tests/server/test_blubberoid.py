@@ -383,8 +383,13 @@ def test_full_app_checks_a_policy(tmp_path: Path) -> None:
 def test_standalone_service_tunes_the_garbage_collector_while_it_runs(policy_path: Path) -> None:
     import gc
 
-    before = gc.get_threshold()
-    with TestClient(create_app(str(policy_path))) as c:
-        assert gc.get_threshold()[0] == 10_000 and gc.get_freeze_count() > 0
-        assert c.post("/v1/test", content=CONFIG, headers=YAML).status_code == 200
-    assert gc.get_threshold() == before
+    original = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(str(policy_path))) as c:
+            assert gc.get_threshold() == (10_000, 10, 10) and gc.get_freeze_count() > 0
+            assert c.post("/v1/test", content=CONFIG, headers=YAML).status_code == 200
+        assert gc.get_threshold() == (700, 10, 10) and gc.get_freeze_count() == 0
+    finally:
+        gc.set_threshold(*original)
