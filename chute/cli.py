@@ -168,6 +168,14 @@ def serve(
     import uvicorn
 
     if policy:
+        from chute.blubber import load_policy
+        from chute.config import ConfigError
+
+        try:  # once here: a policy that cannot be loaded must not reach (and crash-loop) the workers
+            load_policy(policy)
+        except ConfigError as err:
+            typer.echo(err.format(), err=True)
+            raise typer.Exit(err.exit_code) from None
         os.environ["CHUTE_BLUBBER_POLICY"] = policy
     if blubberoid_only:
         uvicorn.run("chute.server.blubberoid:create_app", factory=True, host=host, port=port,

@@ -3,6 +3,7 @@
 Public API (everything else in this package is internal)::
 
     cfg = load_config(".pipeline/blubber.yaml")       # or parse_config(text, source)
+    cfg = decode_document(Document(data, source, {}))  # data parsed elsewhere, e.g. JSON
     text = compile_variant(cfg, "test")              # the Dockerfile
     policy = load_policy("policy.yaml")              # path or http(s) URL
     compile_variant(cfg, "production", policy)       # exit 6 on a violation
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chute import __version__
-from chute.config import ConfigError, Problem, load_file, load_yaml
+from chute.config import ConfigError, Document, Problem, load_file, load_yaml
 
 from .schema.config import BlubberConfig, decode_config
 
@@ -33,6 +34,7 @@ __all__ = [
     "Problem",
     "compile_stages",
     "compile_variant",
+    "decode_document",
     "lint_config",
     "load_config",
     "load_policy",
@@ -65,6 +67,15 @@ def parse_config(text: str | bytes, source: str = "<input>") -> BlubberConfig:
     return decode_config(load_yaml(text, source))
 
 
+def decode_document(doc: Document) -> BlubberConfig:
+    """Validate a config that is already loaded, e.g. JSON parsed by the caller (``Document(data, source, {})``).
+
+    Without marks, problems have no line/column and YAML's loose scalars
+    (``PORT: 8080`` read as written) are errors.
+    """
+    return decode_config(doc)
+
+
 def compile_stages(config: BlubberConfig, variant: str, *, version_label: str = __version__) -> list:
     """The stages of ``variant`` as instruction data (see :mod:`chute.blubber.instructions`)."""
     from .compiler import build_stages
@@ -77,10 +88,12 @@ def compile_variant(config: BlubberConfig, variant: str, policy: Policy | None =
     """The Dockerfile for ``variant``; checks ``policy`` first when one is given."""
     from .compiler import build_stages
     from .dockerfile import render
+    from .resolve import stage_order
 
-    stages = build_stages(config, variant, version_label)
+    ordered = stage_order(config, variant)  # expanded once, for the stages and the policy
+    stages = build_stages(config, variant, version_label, ordered)
     if policy is not None:
-        policy.check(config, variant)
+        policy.check(config, variant, expanded=ordered[1])
     return render(stages)
 
 

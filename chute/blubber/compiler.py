@@ -40,8 +40,10 @@ def workdir_of(cfg: CommonConfig) -> str:
     return cfg.runs.in_ or cfg.lives.in_
 
 
-def build_stages(config: BlubberConfig, name: str, version_label: str) -> list[Stage]:
-    order, expanded = stage_order(config, name)
+def build_stages(config: BlubberConfig, name: str, version_label: str,
+                 ordered: tuple[list[str], dict[str, CommonConfig]] | None = None) -> list[Stage]:
+    """The stages of ``name``; ``ordered`` is ``stage_order(config, name)`` if the caller has it already."""
+    order, expanded = ordered if ordered is not None else stage_order(config, name)
     workdirs = {n: workdir_of(expanded[n]) for n in order}
     names = frozenset(config.variants)
     stages: list[Stage] = []

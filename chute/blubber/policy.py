@@ -269,15 +269,15 @@ class Policy:
     uri: str
     enforcements: tuple[Enforcement, ...]
 
-    def violations(self, config: Any, variant: str) -> list[Problem]:
-        """Every enforcement the config breaks (empty when it complies)."""
-        from .resolve import stage_order
+    def violations(self, config: Any, variant: str, expanded: dict[str, Any] | None = None) -> list[Problem]:
+        """Every enforcement the config breaks (empty when it complies).
 
-        _, expanded = stage_order(config, variant)
-        view = config_view(config, expanded)
+        ``expanded`` is the second half of ``stage_order(config, variant)`` if the caller has it.
+        """
+        view = _LazyView(config, variant, expanded)
         out = []
         for enf in self.enforcements:
-            found, value = _resolve(view, enf.path)
+            found, value = view.lookup(enf.path)
             if not found:
                 continue
             try:
@@ -294,20 +294,61 @@ class Policy:
                     + "; change the config to comply"))
         return out
 
-    def check(self, config: Any, variant: str) -> None:
-        problems = self.violations(config, variant)
+    def check(self, config: Any, variant: str, expanded: dict[str, Any] | None = None) -> None:
+        problems = self.violations(config, variant, expanded)
         if problems:
             raise ConfigError(problems, EXIT_POLICY_VIOLATION,
                               f"configuration fails policy check against: {self.uri}")
 
 
-def _resolve(view: Any, path: str) -> tuple[bool, Any]:
+def _resolve(view: Any, parts: list[str]) -> tuple[bool, Any]:
     cur = view
-    for part in path.split("."):
+    for part in parts:
         if not isinstance(cur, dict) or part not in cur:
             return False, None
         cur = cur[part]
     return True, cur
+
+
+class _LazyView:
+    """:func:`config_view` for one check, built only as far as the enforcements look.
+
+    The policy is checked on every Blubberoid request: a path under
+    ``variants.<name>`` needs only that variant's view (and the expansion, once),
+    a top-level path only the top level's.
+    """
+
+    def __init__(self, config: Any, variant: str, expanded: dict[str, Any] | None) -> None:
+        self.config = config
+        self.variant = variant
+        self._expanded = expanded
+        self._root: dict[str, Any] | None = None
+        self._variants: dict[str, dict[str, Any]] = {}
+
+    def expanded(self) -> dict[str, Any]:
+        if self._expanded is None:
+            from .resolve import stage_order
+
+            self._expanded = stage_order(self.config, self.variant)[1]
+        return self._expanded
+
+    def lookup(self, path: str) -> tuple[bool, Any]:
+        parts = path.split(".")
+        if parts[0] != "variants":
+            if self._root is None:
+                self._root = _common_view(self.config.root)
+                self._root["version"] = "v4"
+            return _resolve(self._root, parts)
+        if len(parts) == 1:  # the whole variants mapping
+            return True, config_view(self.config, self.expanded())["variants"]
+        name = parts[1]
+        if name not in self.config.variants:
+            return False, None
+        view = self._variants.get(name)
+        if view is None:
+            view = self._variants[name] = _common_view(self.expanded().get(name, self.config.variants[name]),
+                                                       variant=True)
+        return _resolve(view, parts[2:])
 
 
 def _check_path(path: str) -> str | None:

@@ -22,9 +22,33 @@ import yaml
 from .errors import EXIT_READ, ConfigError, Problem, format_path
 
 try:  # libyaml is several times faster; fall back to pure Python if missing.
-    _Loader: type = yaml.CSafeLoader
+    _BaseLoader: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - depends on the PyYAML build
-    _Loader = yaml.SafeLoader
+    _BaseLoader = yaml.SafeLoader
+
+# YAML 1.1 tag of a plain scalar by its text (it depends on nothing else: the safe
+# loader has no path resolvers). Memoised because the composer asks for every
+# scalar and the answer costs a few regex matches; bounded, short values only.
+_plain_tags: dict[str, str] = {}
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode and implicit[0]:
+            tag = _plain_tags.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(value) <= 64 and len(_plain_tags) < 4096:
+                    _plain_tags[value] = tag
+            return tag
+        return super().resolve(kind, value, implicit)
+
+    # Path resolvers are never registered, so these (called for every node) have nothing to do.
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
 
 _MAX_NODES = 200_000  # values produced, counting alias expansions
 _MAX_DEPTH = 200
@@ -91,9 +115,34 @@ class Document:
 
 
 _TAG_PREFIX = "tag:yaml.org,2002:"
+_STR_TAG = _TAG_PREFIX + "str"
+_FLATTEN_KEY_TAGS = frozenset({_TAG_PREFIX + "merge", _TAG_PREFIX + "value"})  # what flatten_mapping acts on
+_TOO_MANY = ("the document expands to too many values (aliases nested too deeply?)",
+             "expand YAML aliases by hand or simplify the document")
+_TOO_DEEP = ("the document is nested too deeply", "flatten the structure")
+_short_tags: dict[str, str] = {}  # full tag -> Mark.tag, memoised (bounded: tags can be anything)
+# Mark is a NamedTuple; tuple.__new__ builds one without its Python-level __new__ (a few % of a load).
+_new_mark = tuple.__new__
+
+
+def _short_tag(tag: str) -> str:
+    short = _short_tags.get(tag)
+    if short is None:
+        short = tag[len(_TAG_PREFIX) :] if tag.startswith(_TAG_PREFIX) else tag
+        if len(_short_tags) < 256:
+            _short_tags[tag] = short
+    return short
 
 
 class _Converter:
+    """Node tree -> plain data plus marks.
+
+    Written for speed (the Blubberoid service loads a config per request): scalar
+    children are converted inline rather than through :meth:`convert`, and string
+    keys are taken as they are, with the same budget and depth accounting as any
+    other value.
+    """
+
     def __init__(self, source: str) -> None:
         self.source = source
         self.marks: dict[Path, Mark] = {}
@@ -117,53 +166,74 @@ class _Converter:
     def convert(self, node: yaml.Node, path: Path, key_mark: yaml.Mark | None, depth: int) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise self.fail(
-                node,
-                "the document expands to too many values (aliases nested too deeply?)",
-                "expand YAML aliases by hand or simplify the document",
-            )
+            raise self.fail(node, *_TOO_MANY)
         if depth > _MAX_DEPTH:
-            raise self.fail(node, "the document is nested too deeply", "flatten the structure")
+            raise self.fail(node, *_TOO_DEEP)
         sm = node.start_mark
         kl = key_mark.line + 1 if key_mark is not None else None
         kc = key_mark.column + 1 if key_mark is not None else None
         if isinstance(node, yaml.ScalarNode):
-            tag = node.tag[len(_TAG_PREFIX) :] if node.tag.startswith(_TAG_PREFIX) else node.tag
-            raw = node.value if not node.style else None  # libyaml says "", PyYAML None
-            self.marks[path] = Mark(sm.line + 1, sm.column + 1, raw, tag, kl, kc)
-            if tag == "str":
-                return node.value
-            if tag in ("timestamp", "binary"):
-                return node.value  # keep the text; schemas parse dates themselves
-            ctor = self.constructor.yaml_constructors.get(node.tag)
-            if ctor is None:
-                # An application tag such as !Ref: keep the text, it is a string to us.
-                return node.value
-            try:
-                return ctor(self.constructor, node)
-            except (ValueError, yaml.YAMLError) as exc:  # e.g. an int that does not parse
-                raise self.fail(node, f"cannot read the value {node.value!r}: {exc}", "quote it") from None
+            return self.scalar(node, path, kl, kc)
         if isinstance(node, yaml.SequenceNode):
-            self.marks[path] = Mark(sm.line + 1, sm.column + 1, None, "seq", kl, kc)
-            return [self.convert(item, (*path, i), None, depth + 1) for i, item in enumerate(node.value)]
+            self.marks[path] = _new_mark(Mark, (sm.line + 1, sm.column + 1, None, "seq", kl, kc))
+            items: list[Any] = []
+            inner = depth + 1
+            for i, item in enumerate(node.value):
+                if type(item) is yaml.ScalarNode and self.budget > 0 and inner <= _MAX_DEPTH:
+                    self.budget -= 1
+                    items.append(self.scalar(item, (*path, i), None, None))
+                else:
+                    items.append(self.convert(item, (*path, i), None, inner))
+            return items
         if isinstance(node, yaml.MappingNode):
-            self.marks[path] = Mark(sm.line + 1, sm.column + 1, None, "map", kl, kc)
-            try:
-                self.constructor.flatten_mapping(node)  # resolves "<<" merge keys in place
-            except yaml.YAMLError as exc:
-                raise self.fail(node, f"bad merge key: {exc}", "merge only mappings with <<") from None
+            self.marks[path] = _new_mark(Mark, (sm.line + 1, sm.column + 1, None, "map", kl, kc))
+            for knode, _ in node.value:
+                if knode.tag in _FLATTEN_KEY_TAGS:
+                    try:
+                        self.constructor.flatten_mapping(node)  # resolves "<<" merge keys in place
+                    except yaml.YAMLError as exc:
+                        raise self.fail(node, f"bad merge key: {exc}", "merge only mappings with <<") from None
+                    break
             out: dict[Any, Any] = {}
+            inner = depth + 1
             for knode, vnode in node.value:
                 if not isinstance(knode, yaml.ScalarNode):
                     raise self.fail(knode, "a mapping key must be a plain value", "use a string key")
-                key = self.convert(knode, ("\0key",), None, depth + 1)
-                if not isinstance(key, str):
-                    # go-yaml -> JSON turns keys into strings; so do we (e.g. "1: x").
+                if knode.tag == _STR_TAG and self.budget > 0 and inner <= _MAX_DEPTH:
+                    self.budget -= 1  # a key counts as a value
                     key = knode.value
-                out[key] = self.convert(vnode, (*path, key), knode.start_mark, depth + 1)
+                else:
+                    key = self.convert(knode, ("\0key",), None, inner)
+                    if not isinstance(key, str):
+                        # go-yaml -> JSON turns keys into strings; so do we (e.g. "1: x").
+                        key = knode.value
+                if type(vnode) is yaml.ScalarNode and self.budget > 0 and inner <= _MAX_DEPTH:
+                    self.budget -= 1
+                    km = knode.start_mark
+                    out[key] = self.scalar(vnode, (*path, key), km.line + 1, km.column + 1)
+                else:
+                    out[key] = self.convert(vnode, (*path, key), knode.start_mark, inner)
             self.marks.pop(("\0key",), None)
             return out
         raise self.fail(node, "unsupported YAML node", "use plain mappings, lists and scalars")
+
+    def scalar(self, node: yaml.ScalarNode, path: Path, kl: int | None, kc: int | None) -> Any:
+        """One scalar's value and mark (the budget and depth are the caller's)."""
+        sm = node.start_mark
+        full_tag = node.tag
+        tag = _short_tag(full_tag)
+        raw = node.value if not node.style else None  # libyaml says "", PyYAML None
+        self.marks[path] = _new_mark(Mark, (sm.line + 1, sm.column + 1, raw, tag, kl, kc))
+        if tag == "str" or tag == "timestamp" or tag == "binary":
+            return node.value  # timestamps and binary keep their text; schemas parse dates themselves
+        ctor = self.constructor.yaml_constructors.get(full_tag)
+        if ctor is None:
+            # An application tag such as !Ref: keep the text, it is a string to us.
+            return node.value
+        try:
+            return ctor(self.constructor, node)
+        except (ValueError, yaml.YAMLError) as exc:  # e.g. an int that does not parse
+            raise self.fail(node, f"cannot read the value {node.value!r}: {exc}", "quote it") from None
 
 
 def _yaml_problem(exc: yaml.YAMLError, source: str, text: str) -> Problem:

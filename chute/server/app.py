@@ -156,13 +156,14 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
 
     from .api import agents, deployments, projects, runs
     from .blubberoid import make_router as blubberoid_router
+    from .blubberoid import policy_from_env as blubber_policy
     from .reporting import report_run
     from .webhook_routes import router as webhook_router
 
     state.hooks["queued"].append(report_run)
     state.hooks["finished"].append(report_run)
     state.hooks["finished"].append(state.deploys.on_run_finished)
-    app.include_router(blubberoid_router())
+    app.include_router(blubberoid_router(blubber_policy()))  # chute serve -p POLICY
     app.include_router(webhook_router)
     app.include_router(projects.router)
     app.include_router(runs.router)
