@@ -146,6 +146,7 @@ def lint_pipeline_config(
     must be one of its variants.
     """
     problems: list[Problem] = list(config.warnings)
+    problems.extend(_check_environments(config))
     if check_blubber:
         config_dir = config_dir or os.path.join(repo_root, ".pipeline")
         try:
@@ -161,6 +162,19 @@ def lint_pipeline_config(
     unique = {(p.source, p.line, p.column, p.path, p.message): p for p in problems}
     return sorted(unique.values(), key=lambda p: (p.source != config.source, p.source or "",
                                                    p.line or 0, p.column or 0))
+
+
+def _check_environments(config: PipelineConfig) -> list[Problem]:
+    """chute's ``environments`` extension (validated by the deploy package, which owns it)."""
+    if config.environments_raw is None:
+        return []
+    from chute.deploy.environments import parse_environments
+
+    try:
+        parse_environments(config.environments_raw, config.document, pipelines=list(config.pipelines))
+    except ConfigError as err:
+        return list(err.problems)
+    return []
 
 
 def _check_directories(config: PipelineConfig, repo_root: str) -> list[Problem]:

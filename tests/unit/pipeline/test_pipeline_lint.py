@@ -215,3 +215,29 @@ def test_allowed_actions_for_untrusted_changes():
     name_only = load_text("pipelines:\n  t:\n    stages: [{name: t}]\n").pipelines["t"]
     assert [p.message.split("(")[1] for p in check_allowed_actions(name_only, {"notify"})] == \
         ["`build`) that is not allowed by this pipeline", "`run`) that is not allowed by this pipeline"]
+
+
+def test_lint_checks_the_environments_extension(tmp_path):
+    from chute.pipeline import lint_pipeline_config, parse_pipeline_config
+
+    text = """pipelines:
+  publish:
+    stages:
+      - name: production
+        build: production
+        publish: {image: true}
+environments:
+  staging:
+    port: 18181
+    auto: true
+    from: publish
+    helth: {http: /healthz}
+  production:
+    port: 18182
+    after: stagin
+"""
+    cfg = parse_pipeline_config(text, ".pipeline/config.yaml")
+    problems = lint_pipeline_config(cfg, str(tmp_path), check_blubber=False)
+    found = {(p.path, p.line) for p in problems if p.severity == "error"}
+    assert ("environments.staging.helth", 12) in found
+    assert ("environments.production.after", 15) in found
