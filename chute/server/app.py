@@ -138,12 +138,14 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
         return JSONResponse(body, status_code=exc.status)
 
     from .api import agents, projects, runs
+    from .api import metrics as metrics_api
     from .blubberoid import make_router as blubberoid_router
 
     app.include_router(blubberoid_router())
     app.include_router(projects.router)
     app.include_router(runs.router)
     app.include_router(agents.router)
+    metrics_api.install(app)  # metrics API, /metrics (Prometheus), dashboard and trace pages
     return app
 
 

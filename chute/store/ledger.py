@@ -8,12 +8,20 @@ deleted by retention); nothing updates them.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+import os
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from .models import Change, Event, Run, utcnow
+
+if TYPE_CHECKING:
+    from .db import Database
+
+RETENTION_ENV = "CHUTE_LEDGER_RETENTION_DAYS"
 
 # The event kinds chute writes (docs/ledger.md documents each one's fields).
 KINDS = frozenset({
@@ -97,3 +105,44 @@ def to_json(ev: Event) -> dict[str, Any]:
         "outcome": ev.outcome or None,
         "data": ev.data or {},
     }
+
+
+# ------------------------------------------------------------------ retention
+def retention_days(environ: Mapping[str, str] = os.environ) -> float | None:
+    """Days of ledger to keep, from ``CHUTE_LEDGER_RETENTION_DAYS``; None (unset or empty) keeps
+    every event forever. Anything but a positive number is a ValueError that says what to write."""
+    raw = environ.get(RETENTION_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1.0
+    if not days > 0 or days == float("inf"):
+        raise ValueError(f"{RETENTION_ENV}={raw!r} is not a positive number of days; set it to e.g. 400, "
+                         "or unset it to keep the ledger forever")
+    return days
+
+
+def prune_events(db: Database, older_than: datetime, *, batch_size: int = 5000) -> int:
+    """Delete events recorded before ``older_than``, oldest first, ``batch_size`` per transaction
+    (so writers never wait long behind a big delete); returns how many were deleted."""
+    total = 0
+    while True:
+        with db.session() as s:
+            ids = s.scalars(select(Event.id).where(Event.at < older_than)
+                            .order_by(Event.id).limit(batch_size)).all()
+            if ids:
+                s.execute(delete(Event).where(Event.id.in_(ids)))
+        total += len(ids)
+        if len(ids) < batch_size:
+            return total
+
+
+def apply_retention(db: Database, *, now: datetime | None = None,
+                    environ: Mapping[str, str] = os.environ) -> int:
+    """Apply ``CHUTE_LEDGER_RETENTION_DAYS`` (nothing when unset); returns the events deleted."""
+    days = retention_days(environ)
+    if days is None:
+        return 0
+    return prune_events(db, (now or utcnow()) - timedelta(days=days))
