@@ -102,8 +102,9 @@ def load_deploys(s: Session, *, project: str | None, environment: str | None,
                  until: datetime | None = None, containing: str | None = None) -> list[Deploy]:
     """``deploy.finished`` events (every kind and outcome), oldest first.
 
-    ``containing`` keeps only deploys whose commits include that full commit (a
-    text pre-filter in SQL, then an exact check).
+    ``containing`` keeps only deploys whose commits include that commit, or a commit
+    starting with it when it is shorter than a full sha (a text pre-filter in SQL, then
+    an exact check).
     """
     q = select(*_DEPLOY_COLS).where(Event.kind == "deploy.finished")
     if project is not None:
@@ -116,7 +117,7 @@ def load_deploys(s: Session, *, project: str | None, environment: str | None,
         q = q.where(cast(Event.data, String).contains(containing, autoescape=True))
     out = [_deploy(r) for r in s.execute(q.order_by(Event.at, Event.id))]
     if containing is not None:
-        out = [d for d in out if containing in d.commits]
+        out = [d for d in out if any(c.startswith(containing) for c in d.commits)]
     return out
 
 
