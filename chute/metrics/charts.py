@@ -15,9 +15,9 @@ from markupsafe import Markup, escape
 
 Fmt = Callable[[float], str]
 
-WIDTH, HEIGHT = 720, 220
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 14, 42
-FONT = 'font-family="system-ui, sans-serif" font-size="11" fill="#444"'
+WIDTH, HEIGHT = 960, 240
+LEFT, RIGHT, TOP, BOTTOM = 70, 12, 14, 40
+FONT = 'font-family="system-ui, sans-serif" font-size="13" fill="#444"'
 
 
 def nice_ceiling(value: float) -> float:
@@ -29,6 +29,15 @@ def nice_ceiling(value: float) -> float:
         if m * exp >= value - 1e-12:
             return m * exp
     return 10 * exp
+
+
+def axis_top(max_value: float, *, integer: bool = False, ticks: int = 4) -> float:
+    """The top of an axis with ``ticks`` equal, round steps covering ``max_value``; with
+    ``integer`` the steps are whole numbers (for counts)."""
+    step = nice_ceiling(max_value / ticks) if max_value > 0 else 1.0
+    if integer:
+        step = float(max(1, math.ceil(step)))
+    return step * ticks
 
 
 def duration_unit(max_seconds: float) -> tuple[float, str]:
@@ -53,7 +62,7 @@ def _frame(title: str, body: list[str], height: int = HEIGHT) -> Markup:
         f'xmlns="http://www.w3.org/2000/svg"><title>{t}</title>' + "".join(body) + "</svg>")
 
 
-def _y_axis(top_value: float, fmt: Fmt, plot_h: float) -> list[str]:
+def _y_axis(top_value: float, fmt: Fmt, plot_h: float) -> list[str]:  # 5 grid lines, 4 steps
     out = []
     for i in range(5):
         v = top_value * i / 4
@@ -81,13 +90,15 @@ def legend(series: Sequence[tuple[str, str]]) -> Markup:
 
 
 def bar_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None], str]], *,
-              title: str, fmt: Fmt = _num, height: int = HEIGHT) -> Markup:
-    """Stacked vertical bars: one bar per label, one segment per series (name, values, colour)."""
+              title: str, fmt: Fmt = _num, axis_fmt: Fmt | None = None, integer: bool = False,
+              height: int = HEIGHT) -> Markup:
+    """Stacked vertical bars: one bar per label, one segment per series (name, values, colour).
+    ``fmt`` writes exact values (hover titles), ``axis_fmt`` the axis ticks."""
     n = len(labels)
     plot_h = height - TOP - BOTTOM
     totals = [sum((vals[i] or 0) for _, vals, _ in series) for i in range(n)]
-    top_value = nice_ceiling(max(totals, default=0))
-    body = _y_axis(top_value, fmt, plot_h)
+    top_value = axis_top(max(totals, default=0), integer=integer)
+    body = _y_axis(top_value, axis_fmt or fmt, plot_h)
     if n == 0:
         body.append(f'<text x="{WIDTH / 2}" y="{height / 2}" text-anchor="middle" {FONT}>no data</text>')
         return _frame(title, body, height)
@@ -117,13 +128,13 @@ def bar_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float 
 
 
 def line_chart(labels: Sequence[str], series: Sequence[tuple[str, Sequence[float | None], str]], *,
-               title: str, fmt: Fmt = _num, height: int = HEIGHT) -> Markup:
+               title: str, fmt: Fmt = _num, axis_fmt: Fmt | None = None, height: int = HEIGHT) -> Markup:
     """Lines over labels; a missing value (None) breaks the line instead of drawing zero."""
     n = len(labels)
     plot_h = height - TOP - BOTTOM
     values = [v for _, vals, _ in series for v in vals if v is not None]
-    top_value = nice_ceiling(max(values, default=0))
-    body = _y_axis(top_value, fmt, plot_h)
+    top_value = axis_top(max(values, default=0))
+    body = _y_axis(top_value, axis_fmt or fmt, plot_h)
     if n == 0 or not values:
         body.append(f'<text x="{WIDTH / 2}" y="{height / 2}" text-anchor="middle" {FONT}>no data</text>')
         return _frame(title, body, height)
@@ -152,11 +163,11 @@ def _polyline(points: list[str], color: str) -> str:
 
 
 def hbar_chart(rows: Sequence[tuple[str, Sequence[tuple[str, float, str]]]], *, title: str,
-               fmt: Fmt = _num) -> Markup:
+               fmt: Fmt = _num, integer: bool = False) -> Markup:
     """Horizontal stacked bars: (row label, [(segment name, value, colour)])."""
-    row_h, label_w = 24, 200
-    height = TOP + row_h * max(1, len(rows)) + 24
-    top_value = nice_ceiling(max((sum(v for _, v, _ in segs) for _, segs in rows), default=0))
+    row_h, label_w = 28, 240
+    height = TOP + row_h * max(1, len(rows)) + 28
+    top_value = axis_top(max((sum(v for _, v, _ in segs) for _, segs in rows), default=0), integer=integer)
     plot_w = WIDTH - label_w - RIGHT
     body: list[str] = []
     if not rows:
@@ -164,7 +175,7 @@ def hbar_chart(rows: Sequence[tuple[str, Sequence[tuple[str, float, str]]]], *, 
     for i, (label, segs) in enumerate(rows):
         y = TOP + i * row_h
         shown = label if len(label) <= 30 else label[:29] + "…"
-        body.append(f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end" {FONT}>{escape(shown)}'
+        body.append(f'<text x="{label_w - 8}" y="{y + 18}" text-anchor="end" {FONT}>{escape(shown)}'
                     f"<title>{escape(label)}</title></text>")
         x = float(label_w)
         for name, v, color in segs:
@@ -174,9 +185,10 @@ def hbar_chart(rows: Sequence[tuple[str, Sequence[tuple[str, float, str]]]], *, 
             body.append(f'<rect x="{x:.1f}" y="{y + 4}" width="{w:.1f}" height="{row_h - 8}" fill="{escape(color)}">'
                         f"<title>{escape(label)} — {escape(name)}: {escape(fmt(v))}</title></rect>")
             x += w
-    axis_y = TOP + row_h * max(1, len(rows)) + 14
+    axis_y = TOP + row_h * max(1, len(rows)) + 18
     for i in range(5):
         v = top_value * i / 4
         x = label_w + plot_w * i / 4
-        body.append(f'<text x="{x:.1f}" y="{axis_y}" text-anchor="middle" {FONT}>{escape(fmt(v))}</text>')
+        anchor = "end" if i == 4 else "middle"
+        body.append(f'<text x="{x:.1f}" y="{axis_y}" text-anchor="{anchor}" {FONT}>{escape(fmt(v))}</text>')
     return _frame(title, body, height)

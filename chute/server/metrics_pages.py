@@ -116,24 +116,25 @@ def _dashboard_charts(m: dict[str, Any]) -> dict[str, Any]:
     multi = len({r["project"] for r in m["flakiness"]}) > 1 or m["project"] is None
     return {
         "deploys": ch.bar_chart(labels, [("healthy", ok, COLORS["ok"]), ("failed", failed, COLORS["bad"])],
-                                title="Deployments per week"),
+                                title="Deployments per week", integer=True),
         "deploys_legend": ch.legend([("healthy", COLORS["ok"]), ("failed or rolled back", COLORS["bad"])]),
         "lead": ch.line_chart(labels, [
             ("from first upload", [v / div if v is not None else None for v in lead_up], COLORS["upload"]),
             ("from merge", [v / div if v is not None else None for v in lead_mg], COLORS["merge"])],
-            title=f"Median lead time per week ({unit})", fmt=lambda v: f"{v:.1f} {unit}"),
+            title=f"Median lead time per week ({unit})", fmt=lambda v: f"{v:.1f} {unit}",
+            axis_fmt=lambda v: f"{v:g} {unit}"),
         "lead_legend": ch.legend([("from first upload", COLORS["upload"]), ("from merge", COLORS["merge"])]),
         "cfr": ch.bar_chart(labels, [("change failure rate", [v * 100 if v is not None else None for v in cfr],
                                       COLORS["cfr"])], title="Change failure rate per week (%)",
-                            fmt=lambda v: f"{v:.0f} %"),
+                            fmt=lambda v: f"{v:.0f} %", axis_fmt=lambda v: f"{v:g} %"),
         "ttr": ch.bar_chart(labels, [("median time to restore", [v / tdiv if v is not None else None for v in ttr],
                                       COLORS["ttr"])], title=f"Median time to restore per week ({tunit})",
-                            fmt=lambda v: f"{v:.1f} {tunit}"),
+                            fmt=lambda v: f"{v:.1f} {tunit}", axis_fmt=lambda v: f"{v:g} {tunit}"),
         "flaky": ch.hbar_chart(
             [((f"{r['project']}/{r['pipeline']}" if multi else r["pipeline"]),
               [("passed on retry after a failure", r["rerun_passed"], COLORS["flaky"]),
                ("other reruns and rechecks", r["reruns"] + r["rechecks"] - r["rerun_passed"], COLORS["retry"])])
-             for r in flaky_rows], title="Retries per pipeline"),
+             for r in flaky_rows], title="Retries per pipeline", integer=True),
         "flaky_legend": ch.legend([("passed on retry after a failure (flaky)", COLORS["flaky"]),
                                    ("other reruns and rechecks", COLORS["retry"])]),
         "flaky_rows": flaky_rows,
@@ -192,7 +193,8 @@ def _patch_page(t: Any) -> HTMLResponse:
     palette = ["#3b6ea8", "#2f7d4f", "#8e5ea2", "#d35400", "#16a085", "#c0392b", "#7f8c8d"]
     for i in range(1, len(timed)):
         secs = max(0.0, timed[i].seconds_since_previous or 0.0)
-        segments.append((f"{timed[i - 1].label} → {timed[i].label}", secs, palette[(i - 1) % len(palette)]))
+        a, b = (st.label.split(" (")[0] for st in (timed[i - 1], timed[i]))
+        segments.append((f"{a} → {b}", secs, palette[(i - 1) % len(palette)]))
     total = sum(v for _, v, _ in segments)
     div, unit = ch.duration_unit(total)
     journey = ch.hbar_chart([("journey", [(n, v / div, c) for n, v, c in segments])],
