@@ -28,30 +28,35 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from chute.store import Database, Event, utcnow
+from chute.store import Database, RunResult, utcnow
 
 from .ledgerview import (
-    Delivery,
-    Deploy,
-    add_patchset_commits,
-    deliveries,
+    FAILED_OUTCOMES,
+    Delivered,
+    DeployRow,
+    Rollback,
+    delivered_patches,
+    deploy_rows,
     deploy_started_times,
-    load_deploys,
-    load_patches,
+    in_flight_count,
+    is_revert,
     load_rollbacks,
     reading,
 )
-from .periods import as_utc, day_start, days_between, iso, median, p90, seconds, week_start
+from .periods import as_utc, day_start, days_between, iso, median, p90, week_start
+from .sql import epoch_date, from_epoch, to_epoch
 
 BUCKET_WINDOW = timedelta(weeks=13)  # Four Keys looks at the last three months
 RETRY_TRIGGERS = ("rerun", "recheck")
+FAILED_RUNS = ("failure", "error")
+RR = RunResult.__table__.c
 
 
 @dataclass
 class Failure:
-    deploy: Deploy
+    deploy: DeployRow
     time_to_restore: float | None
 
 
@@ -64,32 +69,30 @@ def compute_metrics(db: Database | Session, project: str | None = None, since: d
     """
     until = as_utc(until) if until is not None else (now or utcnow())
     since = as_utc(since) if since is not None else None
+    lo = to_epoch(since) if since is not None else float("-inf")
+    hi = to_epoch(until)
+
+    def in_period(t: float) -> bool:
+        return lo <= t < hi
+
     with reading(db) as s:
-        deploys = load_deploys(s, project=project, environment=environment, until=until)
+        deploys = deploy_rows(s, project=project, environment=environment, until=until)
+        deployments = [d for d in deploys if d.is_deployment and in_period(d.at)]
         rollbacks = load_rollbacks(s, project=project, environment=environment, until=until)
-        patches = load_patches(s, project=project, until=until)
-        add_patchset_commits(s, patches, {(d.project, c) for d in deploys if d.healthy for c in d.commits},
-                             until=until)
+        failures = _failures(s, deployments, deploys, rollbacks, project, environment)
+        delivered = delivered_patches(s, project=project, environment=environment, since=since, until=until)
+        in_flight = in_flight_count(s, project=project, environment=environment, since=since, until=until,
+                                    deploying={d.project for d in deploys})
         flaky = flakiness(s, project=project, since=since, until=until)
 
-        def in_period(t: datetime) -> bool:
-            return (since is None or t >= since) and t < until
-
-        deployments = [d for d in deploys if d.is_deployment and in_period(d.at)]
-        failures = _failures(s, deployments, deploys, rollbacks, project, environment)
-    delivered = deliveries(deploys, patches)
-    period_deliveries = [dl for dl in delivered.values() if in_period(dl.deploy.at)]
-    projects_deploying = {d.project for d in deploys}
-    in_flight = [p for p in patches.unique()
-                 if p.merged_at is not None and in_period(p.merged_at) and p.key not in delivered
-                 and p.project in projects_deploying]
-
-    window_start = since if since is not None else (day_start(deployments[0].at) if deployments else None)
+    window_start = since if since is not None else (
+        day_start(from_epoch(deployments[0].at)) if deployments else None)
     window_days = (until - window_start).total_seconds() / 86400 if window_start is not None else None
     count = len(deployments)
     per_day = count / window_days if window_days else None
-    up, mg = _lead_times(period_deliveries)
+    up, mg = _lead_times(delivered)
     ttrs = [f.time_to_restore for f in failures if f.time_to_restore is not None]
+    failed_ids = {f.deploy.id for f in failures}
     return {
         "project": project,
         "environment": environment,
@@ -97,7 +100,7 @@ def compute_metrics(db: Database | Session, project: str | None = None, since: d
         "until": iso(until),
         "window_days": window_days,
         "deployment_count": count,
-        "successful_deployment_count": sum(1 for d in deployments if d.healthy and not _is_failed(d, failures)),
+        "successful_deployment_count": sum(1 for d in deployments if d.healthy and d.id not in failed_ids),
         "deployment_frequency_per_day": per_day,
         "deployment_frequency_per_week": per_day * 7 if per_day is not None else None,
         "deployment_frequency_bucket": _bucket(deployments, window_start, until) if count else None,
@@ -105,9 +108,9 @@ def compute_metrics(db: Database | Session, project: str | None = None, since: d
         "lead_time_from_upload_p90_seconds": p90(up),
         "lead_time_from_merge_median_seconds": median(mg),
         "lead_time_from_merge_p90_seconds": p90(mg),
-        "patches_delivered": len(period_deliveries),
-        "patches_in_flight": len(in_flight),
-        "revert_count": sum(1 for dl in period_deliveries if dl.patch.is_revert),
+        "patches_delivered": len(delivered),
+        "patches_in_flight": in_flight,
+        "revert_count": sum(1 for d in delivered if is_revert(d.title)),
         "change_failure_rate": len(failures) / count if count else None,
         "failed_deployment_count": len(failures),
         "rollback_count": sum(1 for r in rollbacks if r.kind == "rollback.finished" and in_period(r.at)),
@@ -117,31 +120,25 @@ def compute_metrics(db: Database | Session, project: str | None = None, since: d
         "time_to_restore_p90_seconds": p90(ttrs),
         "unrestored_failure_count": sum(1 for f in failures if f.time_to_restore is None),
         "flakiness": flaky,
-        "series": _series(deployments, failures, period_deliveries, window_start, until),
+        "series": _series(deployments, failures, delivered, window_start, until),
     }
 
 
-def _is_failed(d: Deploy, failures: list[Failure]) -> bool:
-    return any(f.deploy.id == d.id for f in failures)
-
-
-def _lead_times(period_deliveries: list[Delivery]) -> tuple[list[float], list[float]]:
+def _lead_times(delivered: list[Delivered]) -> tuple[list[float], list[float]]:
     """Seconds from first upload and from merge to delivery; negative gaps (clock skew) are dropped."""
     up, mg = [], []
-    for dl in period_deliveries:
-        a = seconds(dl.deploy.at, dl.patch.uploaded_at)
-        b = seconds(dl.deploy.at, dl.patch.merged_at)
-        if a is not None and a >= 0:
-            up.append(a)
-        if b is not None and b >= 0:
-            mg.append(b)
+    for d in delivered:
+        if d.uploaded_at is not None and d.delivered_at >= d.uploaded_at:
+            up.append(d.delivered_at - d.uploaded_at)
+        if d.merged_at is not None and d.delivered_at >= d.merged_at:
+            mg.append(d.delivered_at - d.merged_at)
     return up, mg
 
 
-def _failures(s: Session, deployments: list[Deploy], deploys: list[Deploy], rollbacks: list[Any],
+def _failures(s: Session, deployments: list[DeployRow], deploys: list[DeployRow], rollbacks: list[Rollback],
               project: str | None, environment: str) -> list[Failure]:
-    rolled_back_at: dict[tuple[str, int | None], datetime] = {}
-    restored: dict[tuple[str, int | None], Any] = {}
+    rolled_back_at: dict[tuple[str, int | None], float] = {}
+    restored: dict[tuple[str, int | None], Rollback] = {}
     for r in rollbacks:
         if r.from_revision is None:
             continue
@@ -149,16 +146,17 @@ def _failures(s: Session, deployments: list[Deploy], deploys: list[Deploy], roll
         rolled_back_at.setdefault(key, r.at)
         if r.kind == "rollback.finished" and r.outcome == "restored":
             restored.setdefault(key, r)
-    failed = [d for d in deployments
-              if d.outcome in ("failed", "rolled-back") or (d.project, d.revision) in rolled_back_at]
+    failed = [d for d in deployments if d.outcome in FAILED_OUTCOMES or (d.project, d.revision) in rolled_back_at]
     if not failed:
         return []
     started = deploy_started_times(s, project=project, environment=environment,
                                    keys={(d.project, d.revision) for d in failed})
-    healthy_by_project: dict[str, list[Deploy]] = defaultdict(list)
+    healthy_at: dict[str, list[float]] = defaultdict(list)
+    healthy_id: dict[str, list[int]] = defaultdict(list)
     for d in deploys:
         if d.healthy:
-            healthy_by_project[d.project].append(d)
+            healthy_at[d.project].append(d.at)
+            healthy_id[d.project].append(d.id)
     out = []
     for f in failed:
         key = (f.project, f.revision)
@@ -166,19 +164,20 @@ def _failures(s: Session, deployments: list[Deploy], deploys: list[Deploy], roll
         ttr: float | None = None
         rb = restored.get(key)
         if rb is not None:
-            ttr = rb.time_to_restore if rb.time_to_restore is not None else seconds(rb.at, start)
+            ttr = rb.time_to_restore if rb.time_to_restore is not None else rb.at - start
         else:
             # No restoring rollback: recovered by the environment's next healthy deploy.
             after = max(f.at, rolled_back_at.get(key, f.at))
-            healthy = healthy_by_project[f.project]
-            i = bisect.bisect_right([h.at for h in healthy], after)
-            nxt = next((h for h in healthy[i:] if h.id != f.id), None)
-            ttr = seconds(nxt.at, start) if nxt is not None else None
+            times, ids = healthy_at[f.project], healthy_id[f.project]
+            i = bisect.bisect_right(times, after)
+            while i < len(ids) and ids[i] == f.id:
+                i += 1
+            ttr = times[i] - start if i < len(times) else None
         out.append(Failure(f, ttr))
     return out
 
 
-def _bucket(deployments: list[Deploy], window_start: datetime | None, until: datetime) -> str:
+def _bucket(deployments: list[DeployRow], window_start: datetime | None, until: datetime) -> str:
     """The Four Keys deployment-frequency bucket over the last 13 weeks of the period.
 
     Daily: the median week has >= 3 days with a deployment; weekly: the median week has
@@ -187,8 +186,9 @@ def _bucket(deployments: list[Deploy], window_start: datetime | None, until: dat
     start = until - BUCKET_WINDOW
     if window_start is not None and window_start > start:
         start = window_start
+    lo, hi = to_epoch(start), to_epoch(until)
     days = days_between(start, until)
-    deploy_days = Counter(d.at.date() for d in deployments if start <= d.at < until)
+    deploy_days = Counter(epoch_date(d.at) for d in deployments if lo <= d.at < hi)
     weeks: dict[date, list[int]] = defaultdict(lambda: [0, 0])  # week -> [days deployed, deployments]
     months: dict[tuple[int, int], int] = defaultdict(int)
     for d in days:
@@ -208,28 +208,32 @@ def _bucket(deployments: list[Deploy], window_start: datetime | None, until: dat
     return "yearly"
 
 
-def _series(deployments: list[Deploy], failures: list[Failure], period_deliveries: list[Delivery],
+def _series(deployments: list[DeployRow], failures: list[Failure], delivered: list[Delivered],
             window_start: datetime | None, until: datetime) -> dict[str, list[dict[str, Any]]]:
     """Per-day deployments and per-week figures over the period, for charts (empty weeks included)."""
     if window_start is None:
         return {"daily": [], "weekly": []}
     days = days_between(window_start, until)
-    per_day = Counter(d.at.date() for d in deployments)
+    per_day = Counter(epoch_date(d.at) for d in deployments)
     daily = [{"date": d.isoformat(), "deployments": per_day.get(d, 0)} for d in days]
     weeks = sorted({week_start(d) for d in days})
-    dep_w: Counter[date] = Counter(week_start(d.at.date()) for d in deployments)
-    fail_w: Counter[date] = Counter(week_start(f.deploy.at.date()) for f in failures)
+
+    def week(t: float) -> date:
+        return week_start(epoch_date(t))
+
+    dep_w: Counter[date] = Counter(week(d.at) for d in deployments)
+    fail_w: Counter[date] = Counter(week(f.deploy.at) for f in failures)
     ttr_w: dict[date, list[float]] = defaultdict(list)
     for f in failures:
         if f.time_to_restore is not None:
-            ttr_w[week_start(f.deploy.at.date())].append(f.time_to_restore)
+            ttr_w[week(f.deploy.at)].append(f.time_to_restore)
     up_w: dict[date, list[float]] = defaultdict(list)
     mg_w: dict[date, list[float]] = defaultdict(list)
     delivered_w: Counter[date] = Counter()
-    for dl in period_deliveries:
-        w = week_start(dl.deploy.at.date())
+    for d in delivered:
+        w = week(d.delivered_at)
         delivered_w[w] += 1
-        up, mg = _lead_times([dl])
+        up, mg = _lead_times([d])
         up_w[w].extend(up)
         mg_w[w].extend(mg)
     weekly = []
@@ -248,45 +252,39 @@ def _series(deployments: list[Deploy], failures: list[Failure], period_deliverie
     return {"daily": daily, "weekly": weekly}
 
 
-def flakiness(s: Session, *, project: str | None, since: datetime | None,
-              until: datetime | None) -> list[dict[str, Any]]:
+def flakiness(s: Session, *, project: str | None, since: datetime | None, until: datetime | None,
+              max_event_id: int | None = None) -> list[dict[str, Any]]:
     """Per pipeline: finished runs, reruns, rechecks, and retries that passed after a failure.
 
     A *rerun passed* is a ``run.finished`` with trigger rerun or recheck, outcome success,
     whose ``rerun_of`` run finished with failure or error on the same commit: the same code
-    failed, then passed -- the flaky signal.
+    failed, then passed -- the flaky signal. (Read from ``run_results``.)
     """
-    pipeline = Event.data["pipeline"].as_string()
-    trigger = Event.data["trigger"].as_string()
-
-    def scoped(q: Any, ev: Any = Event) -> Any:
-        q = q.where(ev.kind == "run.finished")
-        if project is not None:
-            q = q.where(ev.project == project)
-        if since is not None:
-            q = q.where(ev.at >= since)
-        if until is not None:
-            q = q.where(ev.at < until)
-        return q
-
+    conds = []
+    if project is not None:
+        conds.append(RR.project == project)
+    if since is not None:
+        conds.append(RR.at >= since)
+    if until is not None:
+        conds.append(RR.at < until)
+    if max_event_id is not None:
+        conds.append(RR.event_id <= max_event_id)
     rows: dict[tuple[str, str], dict[str, Any]] = {}
-    q = scoped(select(Event.project, pipeline, func.count(),
-                      func.sum(case((Event.outcome.in_(("failure", "error")), 1), else_=0)),
-                      func.sum(case((trigger == "rerun", 1), else_=0)),
-                      func.sum(case((trigger == "recheck", 1), else_=0))))
-    for proj, pipe, n, failed, reruns, rechecks in s.execute(q.group_by(Event.project, pipeline)):
-        rows[(proj, pipe or "")] = {"project": proj, "pipeline": pipe or "", "runs": int(n),
-                                    "failed_runs": int(failed or 0), "reruns": int(reruns or 0),
-                                    "rechecks": int(rechecks or 0), "rerun_passed": 0}
-    orig = aliased(Event)
-    q = scoped(select(Event.project, pipeline, func.count())
-               .join(orig, (orig.run_id == Event.data["rerun_of"].as_integer()) & (orig.kind == "run.finished")
-                     & (orig.commit == Event.commit) & orig.outcome.in_(("failure", "error"))))
-    q = q.where(trigger.in_(RETRY_TRIGGERS), Event.outcome == "success")
-    for proj, pipe, n in s.execute(q.group_by(Event.project, pipeline)):
-        row = rows.get((proj, pipe or ""))
-        if row is not None:
-            row["rerun_passed"] = int(n)
+    q = select(RR.project, RR.pipeline, func.count(),
+               func.sum(case((RR.outcome.in_(FAILED_RUNS), 1), else_=0)),
+               func.sum(case((RR.trigger == "rerun", 1), else_=0)),
+               func.sum(case((RR.trigger == "recheck", 1), else_=0))).where(*conds)
+    for proj, pipe, n, failed, reruns, rechecks in s.execute(q.group_by(RR.project, RR.pipeline)):
+        rows[(proj, pipe)] = {"project": proj, "pipeline": pipe, "runs": int(n), "failed_runs": int(failed or 0),
+                              "reruns": int(reruns or 0), "rechecks": int(rechecks or 0), "rerun_passed": 0}
+    orig = RunResult.__table__.alias("orig")
+    q = (select(RR.project, RR.pipeline, func.count(func.distinct(RR.id)))
+         .select_from(RunResult.__table__.join(orig, orig.c.run_id == RR.rerun_of))
+         .where(*conds, RR.trigger.in_(RETRY_TRIGGERS), RR.outcome == "success",
+                orig.c.outcome.in_(FAILED_RUNS), orig.c.commit == RR.commit))
+    for proj, pipe, n in s.execute(q.group_by(RR.project, RR.pipeline)):
+        if (proj, pipe) in rows:
+            rows[(proj, pipe)]["rerun_passed"] = int(n)
     out = sorted(rows.values(), key=lambda r: (r["project"], r["pipeline"]))
     for r in out:
         retries = r["reruns"] + r["rechecks"]

@@ -1,38 +1,47 @@
 """Reading the ledger as deployments, patches and deliveries (docs/ledger.md, "How the pieces link").
 
-Everything here is a query on the ``events`` table plus a little Python; there
-is no other source. The rules, used by both the metrics and the traces:
+The rules, used by the metrics, the traces and the Prometheus collector alike:
 
 - A **patch** is a change number (Gerrit change, MR, PR) in a project, or a
   plainly pushed commit. Its *first upload* is its earliest ``change.uploaded``;
   its *merge* is its first ``change.merged`` (whose ``commit`` is the commit that
   landed). A pushed commit is uploaded and merged at its ``change.pushed``.
 - A **deployment** is a ``deploy.finished``; the commits it shipped are its
-  ``data.commits``.
+  ``data.commits`` (also in the derived ``deploy_commits`` table, one row each).
 - A patch is **delivered** to an environment by the first *healthy*
   ``deploy.finished`` there whose commits contain the patch's merged commit (or,
   when no merge was recorded, one of its patchset commits). Later deploys that
   ship it again do not count again.
+
+The hot queries return times as epoch seconds (floats, see ``sql.epoch``): at a
+million events, building a datetime per row would cost more than the query.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import String, case, cast, exists, func, literal, select
 from sqlalchemy.orm import Session
 
-from chute.store import Database, Event
+from chute.store import Database, DeployResult, Event, PatchDelivery
+from chute.store.derived import shipped_commits
+
+from .sql import epoch
 
 ROLLBACK_KINDS = frozenset({"rollback", "auto-rollback"})
 FINISHED_OUTCOMES = frozenset({"healthy", "failed", "rolled-back"})
 FAILED_OUTCOMES = frozenset({"failed", "rolled-back"})
 PATCH_KINDS = ("change.merged", "change.pushed")
 _CHUNK = 500  # values per IN (...) list
+
+E = Event.__table__.c
+DR = DeployResult.__table__.c
+PD = PatchDelivery.__table__.c
 
 
 @contextmanager
@@ -56,10 +65,109 @@ def chunks(values: Iterable[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
         yield batch
 
 
-# ------------------------------------------------------------------ deployments
+def is_revert(title: str | None) -> bool:
+    return bool(title) and (title.startswith('Revert "') or title.startswith("Revert '"))  # type: ignore[union-attr]
+
+
+# ------------------------------------------------------------------ deployments (light rows)
+@dataclass(slots=True)
+class DeployRow:
+    """A ``deploy.finished`` without its commit list; ``at`` in epoch seconds."""
+
+    id: int
+    project: str
+    revision: int | None
+    at: float
+    outcome: str
+    kind: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.outcome == "healthy"
+
+    @property
+    def is_deployment(self) -> bool:
+        """A forward rollout (not a rollback) that finished: what the metrics count."""
+        return self.kind not in ROLLBACK_KINDS and self.outcome in FINISHED_OUTCOMES
+
+
+def deploy_rows(s: Session, *, project: str | None, environment: str, until: datetime | None = None,
+                max_id: int | None = None) -> list[DeployRow]:
+    """Every ``deploy.finished`` of ``environment`` (all kinds and outcomes), oldest first
+    (read from ``deploy_results``; ``id`` is the event id)."""
+    q = select(DR.event_id, DR.project, DR.revision, epoch(DR.at), DR.outcome, DR.kind).where(
+        DR.environment == environment)
+    if project is not None:
+        q = q.where(DR.project == project)
+    if until is not None:
+        q = q.where(DR.at < until)
+    if max_id is not None:
+        q = q.where(DR.event_id <= max_id)
+    return [DeployRow(*r) for r in s.execute(q.order_by(DR.at, DR.event_id))]
+
+
+# ------------------------------------------------------------------ deliveries
+@dataclass(slots=True)
+class Delivered:
+    """A patch and its first healthy deploy in one environment; times in epoch seconds."""
+
+    project: str
+    change: str  # "" for a plainly pushed commit
+    commit: str
+    title: str
+    delivered_at: float
+    merged_at: float | None
+    uploaded_at: float | None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.project, self.change) if self.change else (self.project, "@" + self.commit)
+
+
+def delivered_patches(s: Session, *, project: str | None, environment: str, since: datetime | None = None,
+                      until: datetime | None = None, max_event_id: int | None = None) -> list[Delivered]:
+    """Patches whose first healthy deploy to ``environment`` is in [since, until), each once
+    (read from ``patch_deliveries``)."""
+    q = select(PD.project, PD.change, PD.commit, PD.title, epoch(PD.delivered_at), epoch(PD.merged_at),
+               epoch(PD.uploaded_at)).where(PD.environment == environment)
+    if project is not None:
+        q = q.where(PD.project == project)
+    if since is not None:
+        q = q.where(PD.delivered_at >= since)
+    if until is not None:
+        q = q.where(PD.delivered_at < until)
+    if max_event_id is not None:
+        q = q.where(PD.event_id <= max_event_id)
+    return [Delivered(p, c, cm, t or "", d, m, u) for p, c, cm, t, d, m, u in s.execute(q)]
+
+
+def patch_key_sql(kind: Any, change: Any, commit: Any) -> Any:
+    """The ``patch_deliveries.patch`` key of a merge or push event, in SQL."""
+    return case(((kind == "change.merged") & (change != ""), change),
+                else_=literal("@", String) + cast(commit, String))
+
+
+def in_flight_count(s: Session, *, project: str | None, environment: str, since: datetime | None,
+                    until: datetime, deploying: set[str]) -> int:
+    """Patches merged (or pushed) in [since, until) that no healthy deploy of ``environment``
+    shipped by ``until``, in projects that deploy to that environment at all."""
+    if not deploying or (project is not None and project not in deploying):
+        return 0
+    mm = Event.__table__.alias("mm")
+    shipped = exists().where(PD.project == mm.c.project, PD.environment == environment,
+                             PD.patch == patch_key_sql(mm.c.kind, mm.c.change, mm.c.commit),
+                             PD.delivered_at < until)
+    q = select(func.count()).select_from(mm).where(mm.c.kind.in_(PATCH_KINDS), mm.c.at < until, ~shipped)
+    if since is not None:
+        q = q.where(mm.c.at >= since)
+    q = q.where(mm.c.project == project) if project is not None else q.where(mm.c.project.in_(sorted(deploying)))
+    return int(s.execute(q).scalar_one())
+
+
+# ------------------------------------------------------------------ whole deployments (traces)
 @dataclass
 class Deploy:
-    """One ``deploy.finished`` event."""
+    """One ``deploy.finished`` event with its commits (for traces: few rows)."""
 
     id: int
     project: str
@@ -67,7 +175,7 @@ class Deploy:
     revision: int | None
     at: datetime
     outcome: str
-    kind: str  # deploy | rollback | auto-rollback
+    kind: str
     commits: list[str]
     image_digest: str = ""
     commit: str = ""
@@ -78,193 +186,37 @@ class Deploy:
     def healthy(self) -> bool:
         return self.outcome == "healthy"
 
-    @property
-    def is_deployment(self) -> bool:
-        """Counts as a deployment: a forward rollout (not a rollback) that finished."""
-        return self.kind not in ROLLBACK_KINDS and self.outcome in FINISHED_OUTCOMES
 
-
-def _deploy(row: Any) -> Deploy:
-    data = row.data or {}
-    commits = data.get("commits") or []
-    return Deploy(id=row.id, project=row.project, environment=row.environment, revision=row.revision,
-                  at=row.at, outcome=row.outcome, kind=str(data.get("kind") or "deploy"),
-                  commits=[str(c) for c in commits if c] if isinstance(commits, list) else [],
-                  image_digest=row.image_digest, commit=row.commit,
-                  previous_revision=data.get("previous_revision"), reason=str(data.get("reason") or ""))
-
-
-_DEPLOY_COLS = (Event.id, Event.project, Event.environment, Event.revision, Event.at, Event.outcome,
-                Event.data, Event.image_digest, Event.commit)
-
-
-def load_deploys(s: Session, *, project: str | None, environment: str | None,
-                 until: datetime | None = None, containing: str | None = None) -> list[Deploy]:
-    """``deploy.finished`` events (every kind and outcome), oldest first.
-
-    ``containing`` keeps only deploys whose commits include that commit, or a commit
-    starting with it when it is shorter than a full sha (a text pre-filter in SQL, then
-    an exact check).
-    """
-    q = select(*_DEPLOY_COLS).where(Event.kind == "deploy.finished")
-    if project is not None:
-        q = q.where(Event.project == project)
+def load_deploys(s: Session, *, project: str, environment: str | None = None, until: datetime | None = None,
+                 shipping: str | None = None) -> list[Deploy]:
+    """``deploy.finished`` events of a project, oldest first; ``shipping`` keeps the ones whose
+    commits contain that commit, or a commit starting with it (a text pre-filter in SQL, then an
+    exact check in Python: a trace reads one project's deploys, not the whole ledger)."""
+    q = select(E.id, E.project, E.environment, E.revision, E.at, E.outcome, E.data, E.image_digest, E.commit).where(
+        E.kind == "deploy.finished", E.project == project)
     if environment is not None:
-        q = q.where(Event.environment == environment)
+        q = q.where(E.environment == environment)
     if until is not None:
-        q = q.where(Event.at < until)
-    if containing is not None:
-        q = q.where(cast(Event.data, String).contains(containing, autoescape=True))
-    out = [_deploy(r) for r in s.execute(q.order_by(Event.at, Event.id))]
-    if containing is not None:
-        out = [d for d in out if any(c.startswith(containing) for c in d.commits)]
-    return out
-
-
-# ------------------------------------------------------------------ patches
-@dataclass
-class Patch:
-    project: str
-    change: str  # "" for a plainly pushed commit
-    commit: str  # the merged (or pushed) commit; a patchset commit when no merge was recorded
-    title: str = ""
-    uploaded_at: datetime | None = None
-    merged_at: datetime | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """Identity: the change number, or the commit for a plain push."""
-        return (self.project, self.change) if self.change else (self.project, "@" + self.commit)
-
-    @property
-    def is_revert(self) -> bool:
-        return self.title.startswith('Revert "') or self.title.startswith("Revert '")
-
-
-@dataclass
-class Patches:
-    """Patches by (project, commit), with the first upload time of every change."""
-
-    by_commit: dict[tuple[str, str], Patch] = field(default_factory=dict)
-
-    def get(self, project: str, commit: str) -> Patch | None:
-        return self.by_commit.get((project, commit))
-
-    def unique(self) -> list[Patch]:
-        seen: dict[tuple[str, str], Patch] = {}
-        for p in self.by_commit.values():
-            seen.setdefault(p.key, p)
-        return list(seen.values())
-
-
-def first_uploads(s: Session, *, project: str | None, until: datetime | None = None,
-                  changes: Iterable[tuple[str, str]] | None = None) -> dict[tuple[str, str], datetime]:
-    """(project, change) -> time of the change's first ``change.uploaded``."""
-    base = select(Event.project, Event.change, func.min(Event.at)).where(
-        Event.kind == "change.uploaded", Event.change != "")
-    if until is not None:
-        base = base.where(Event.at < until)
-    out: dict[tuple[str, str], datetime] = {}
-    if changes is None:
-        q = base.where(Event.project == project) if project is not None else base
-        for p, c, at in s.execute(q.group_by(Event.project, Event.change)):
-            out[(p, c)] = at
-        return out
-    by_project: dict[str, set[str]] = {}
-    for p, c in changes:
-        if c:
-            by_project.setdefault(p, set()).add(c)
-    for p, numbers in by_project.items():
-        for batch in chunks(sorted(numbers)):
-            q = base.where(Event.project == p, Event.change.in_(batch)).group_by(Event.project, Event.change)
-            for pp, c, at in s.execute(q):
-                out[(pp, c)] = at
-    return out
-
-
-def load_patches(s: Session, *, project: str | None, until: datetime | None = None) -> Patches:
-    """Every merged or pushed patch recorded before ``until``."""
-    title = Event.data["title"].as_string()
-    q = select(Event.project, Event.change, Event.commit, Event.at, title).where(Event.kind.in_(PATCH_KINDS))
-    if project is not None:
-        q = q.where(Event.project == project)
-    if until is not None:
-        q = q.where(Event.at < until)
-    uploads = first_uploads(s, project=project, until=until)
-    patches = Patches()
-    seen_changes: set[tuple[str, str]] = set()
-    for proj, change, commit, at, ttl in s.execute(q.order_by(Event.id)):
-        if not commit or (proj, commit) in patches.by_commit:
-            continue
-        if change:
-            if (proj, change) in seen_changes:
-                continue  # merged twice (e.g. re-recorded): the first merge counts
-            seen_changes.add((proj, change))
-            up = uploads.get((proj, change))
-        else:
-            up = at
-        patches.by_commit[(proj, commit)] = Patch(proj, change, commit, ttl or "", up, at)
-    return patches
-
-
-def add_patchset_commits(s: Session, patches: Patches, wanted: set[tuple[str, str]],
-                         until: datetime | None = None) -> None:
-    """For shipped commits no merge or push explains, look for a patchset with that commit."""
-    missing = {pc for pc in wanted if pc not in patches.by_commit}
-    if not missing:
-        return
-    by_project: dict[str, set[str]] = {}
-    for p, c in missing:
-        by_project.setdefault(p, set()).add(c)
-    title = Event.data["title"].as_string()
-    found: list[tuple[str, str, str, str]] = []
-    for p, commits in by_project.items():
-        for batch in chunks(sorted(commits)):
-            q = select(Event.project, Event.change, Event.commit, title).where(
-                Event.kind == "change.uploaded", Event.project == p, Event.commit.in_(batch), Event.change != "")
-            if until is not None:
-                q = q.where(Event.at < until)
-            found.extend(tuple(r) for r in s.execute(q.order_by(Event.id)))
-    if not found:
-        return
-    # A change already known by its merge keeps that identity; mapping the patchset commit to it
-    # as well makes sure the patch still counts once.
-    known = {p.key: p for p in patches.by_commit.values()}
-    uploads = first_uploads(s, project=None, until=until, changes={(p, c) for p, c, _, _ in found})
-    for proj, change, commit, ttl in found:
-        if (proj, commit) in patches.by_commit:
-            continue
-        patch = known.get((proj, change)) or Patch(proj, change, commit, ttl or "", uploads.get((proj, change)), None)
-        known[patch.key] = patch
-        patches.by_commit[(proj, commit)] = patch
-
-
-@dataclass
-class Delivery:
-    patch: Patch
-    deploy: Deploy
-
-
-def deliveries(deploys: list[Deploy], patches: Patches) -> dict[tuple[str, str], Delivery]:
-    """Patch key -> its first healthy deploy (``deploys`` oldest first, one environment)."""
-    out: dict[tuple[str, str], Delivery] = {}
-    for d in deploys:
-        if not d.healthy:
-            continue
-        for c in d.commits:
-            p = patches.get(d.project, c)
-            if p is not None and p.key not in out:
-                out[p.key] = Delivery(p, d)
+        q = q.where(E.at < until)
+    if shipping is not None:
+        q = q.where(cast(E.data, String).contains(shipping, autoescape=True))
+    out = []
+    for r in s.execute(q.order_by(E.at, E.id)):
+        data = r.data or {}
+        out.append(Deploy(r.id, r.project, r.environment, r.revision, r.at, r.outcome,
+                          str(data.get("kind") or "deploy"), shipped_commits(data), r.image_digest, r.commit,
+                          data.get("previous_revision"), str(data.get("reason") or "")))
+    if shipping is not None:
+        out = [d for d in out if any(c.startswith(shipping) for c in d.commits)]
     return out
 
 
 # ------------------------------------------------------------------ rollbacks
-@dataclass
+@dataclass(slots=True)
 class Rollback:
     kind: str  # rollback.started | rollback.finished
     project: str
-    environment: str
-    at: datetime
+    at: float
     outcome: str
     from_revision: int | None
     to_revision: int | None
@@ -272,23 +224,20 @@ class Rollback:
     time_to_restore: float | None
 
 
-def load_rollbacks(s: Session, *, project: str | None, environment: str | None,
+def load_rollbacks(s: Session, *, project: str | None, environment: str,
                    until: datetime | None = None) -> list[Rollback]:
-    q = select(Event.kind, Event.project, Event.environment, Event.at, Event.outcome, Event.data).where(
-        Event.kind.in_(("rollback.started", "rollback.finished")))
+    q = select(E.kind, E.project, epoch(E.at), E.outcome, E.data).where(
+        E.kind.in_(("rollback.started", "rollback.finished")), E.environment == environment)
     if project is not None:
-        q = q.where(Event.project == project)
-    if environment is not None:
-        q = q.where(Event.environment == environment)
+        q = q.where(E.project == project)
     if until is not None:
-        q = q.where(Event.at < until)
+        q = q.where(E.at < until)
     out = []
-    for kind, proj, env, at, outcome, data in s.execute(q.order_by(Event.at, Event.id)):
+    for kind, proj, at, outcome, data in s.execute(q.order_by(E.at, E.id)):
         data = data or {}
         ttr = data.get("time_to_restore")
-        out.append(Rollback(kind, proj, env, at, outcome, _int(data.get("from_revision")),
-                            _int(data.get("to_revision")), bool(data.get("automatic")),
-                            float(ttr) if isinstance(ttr, int | float) else None))
+        out.append(Rollback(kind, proj, at, outcome, _int(data.get("from_revision")), _int(data.get("to_revision")),
+                            bool(data.get("automatic")), float(ttr) if isinstance(ttr, int | float) else None))
     return out
 
 
@@ -300,19 +249,16 @@ def _int(v: Any) -> int | None:
 
 
 def deploy_started_times(s: Session, *, project: str | None, environment: str,
-                         keys: set[tuple[str, int | None]]) -> dict[tuple[str, int | None], datetime]:
-    """(project, revision) -> time of the matching ``deploy.started`` (the first one)."""
-    out: dict[tuple[str, int | None], datetime] = {}
-    if not keys:
-        return out
+                         keys: set[tuple[str, int | None]]) -> dict[tuple[str, int | None], float]:
+    """(project, revision) -> epoch time of the matching ``deploy.started`` (the first one)."""
+    out: dict[tuple[str, int | None], float] = {}
     revisions = sorted({r for _, r in keys if r is not None})
     for batch in chunks(revisions):
-        q = select(Event.project, Event.revision, Event.at).where(
-            Event.kind == "deploy.started", Event.environment == environment, Event.revision.in_(batch))
+        q = select(E.project, E.revision, epoch(E.at)).where(
+            E.kind == "deploy.started", E.environment == environment, E.revision.in_(batch))
         if project is not None:
-            q = q.where(Event.project == project)
-        for proj, rev, at in s.execute(q.order_by(Event.id)):
+            q = q.where(E.project == project)
+        for proj, rev, at in s.execute(q.order_by(E.id)):
             if (proj, rev) in keys:
                 out.setdefault((proj, rev), at)
     return out
-

@@ -5,10 +5,13 @@ Two kinds of figures:
 - **Gauges** of the current state (runs queued/running, queue depth, oldest
   queued job) come from small indexed queries on ``runs`` and ``jobs``.
 - **Counters and histograms** (runs finished, stage durations, deployments,
-  rollbacks, time to restore, lead time per patch, reruns that passed) are a
-  fold over the ledger. Each scrape reads only the events recorded since the
-  previous scrape (a primary-key range), so a scrape stays cheap however long
-  the ledger is; the first scrape after a start reads the whole ledger once.
+  rollbacks, time to restore, lead time per patch, reruns that passed) are
+  cumulative over the whole ledger. The first scrape of a process computes them
+  with a few aggregate queries over one consistent snapshot (the ledger's read
+  model: ``run_results``, ``deploy_results``, ``patch_deliveries``, and
+  ``stage_results``); every later scrape reads only the events recorded since
+  (a primary-key range) and adds them in. Every process therefore reports the
+  same values, and a scrape stays cheap however long the ledger is.
 
 The fold follows PostgreSQL's out-of-order commits: ids are handed out at
 insert but become visible at commit, so an id skipped by a scrape is looked
@@ -25,7 +28,6 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -34,7 +36,21 @@ from prometheus_client.registry import Collector
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from chute.store import Database, Event, Job, Project, Run, StageResult, utcnow
+from chute.store import (
+    Database,
+    DeployResult,
+    Event,
+    Job,
+    PatchDelivery,
+    Project,
+    Run,
+    RunResult,
+    StageResult,
+    utcnow,
+)
+
+from .dora import flakiness
+from .sql import epoch, to_epoch
 
 # Bucket bounds in seconds. Lead time includes the Four Keys bounds (1 d, 1 w, 730 h, 6 x 730 h).
 STAGE_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
@@ -43,8 +59,16 @@ RESTORE_BUCKETS = (60, 300, 900, 1800, 3600, 14400, 86400, 604800)
 
 GAP_WAIT = 120.0  # seconds to keep looking for an id that was skipped (an uncommitted transaction)
 MAX_GAPS = 10000
+COLD_GAP_WINDOW = 1000  # at the first scrape, ids this close to the top may still be uncommitted
 FOLD_BATCH = 5000
 _DATA_KINDS = ("run.finished", "deploy.finished", "rollback.finished")
+FINAL_STAGES = ("success", "failure", "skipped", "cancelled", "reused", "error")
+
+E = Event.__table__.c
+RR = RunResult.__table__.c
+PD = PatchDelivery.__table__.c
+SR = StageResult.__table__.c
+RN = Run.__table__.c
 
 
 class Histogram:
@@ -58,13 +82,13 @@ class Histogram:
         self.sum = 0.0
         self.count = 0
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, n: int = 1) -> None:
         i = 0
         while i < len(self.bounds) and value > self.bounds[i]:
             i += 1
-        self.counts[i] += 1
-        self.sum += value
-        self.count += 1
+        self.counts[i] += n
+        self.sum += value * n
+        self.count += n
 
     def buckets(self) -> list[tuple[str, float]]:
         out, acc = [], 0
@@ -78,11 +102,19 @@ def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else str(v)
 
 
+def _hist(table: dict[Any, Histogram], key: Any, bounds: tuple[float, ...]) -> Histogram:
+    h = table.get(key)
+    if h is None:
+        h = table[key] = Histogram(bounds)
+    return h
+
+
 @dataclass
 class LedgerFold:
-    """Cumulative figures folded from the ledger, event by event, in id order."""
+    """Cumulative figures from the ledger: aggregated at the first scrape, then event by event."""
 
     last_id: int = 0
+    started: bool = False
     gaps: dict[int, float] = field(default_factory=dict)  # id -> monotonic time it was first missed
     events: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     runs_finished: dict[tuple[str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
@@ -92,115 +124,129 @@ class LedgerFold:
     stage_seconds: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
     restore_seconds: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     lead_seconds: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
-    # what the fold must remember to link later events
-    uploads: dict[tuple[str, str], datetime] = field(default_factory=dict)
-    # (project, commit) -> (patch key, reviewed (else a plain push), merged at)
-    patches: dict[tuple[str, str], tuple[tuple[str, str], bool, datetime]] = field(default_factory=dict)
-    merged: set[tuple[str, str]] = field(default_factory=set)
-    delivered: set[tuple[str, str, tuple[str, str]]] = field(default_factory=set)
-    failed_runs: dict[int, str] = field(default_factory=dict)  # run id -> commit, for the flaky signal
-
-    def _query(self) -> Any:
-        e, sr, run = Event.__table__.c, StageResult.__table__.c, Run.__table__.c
-        return (select(e.id, e.kind, e.project, e.change, e.commit, e.run_id, e.stage, e.environment, e.outcome, e.at,
-                       case((e.kind.in_(_DATA_KINDS), e.data), else_=None).label("data"),
-                       sr.started_at, sr.finished_at, run.pipeline)
-                .select_from(Event.__table__
-                             .outerjoin(StageResult.__table__, and_(e.kind == "stage.finished",
-                                                                     sr.run_id == e.run_id, sr.name == e.stage))
-                             .outerjoin(Run.__table__, and_(e.kind == "stage.finished", run.id == e.run_id))))
 
     def advance(self, s: Session, *, now: float | None = None) -> int:
-        """Fold every event not folded yet; returns how many."""
+        """Bring the figures up to date; returns how many events were read one by one."""
         now = time.monotonic() if now is None else now
+        if not self.started:
+            self._cold(s, now)
         n = 0
         if self.gaps:
             late = sorted(self.gaps)
             for i in range(0, len(late), 500):
-                for row in s.execute(self._query().where(Event.__table__.c.id.in_(late[i:i + 500]))):
+                for row in s.execute(self._query().where(E.id.in_(late[i:i + 500]))):
                     self.gaps.pop(row.id, None)
-                    self._fold(row)
+                    self._fold(s, row)
                     n += 1
             for gid, first in list(self.gaps.items()):
                 if now - first > GAP_WAIT:
                     del self.gaps[gid]  # a rolled-back insert: that id will never appear
         while True:
-            rows = s.execute(self._query().where(Event.__table__.c.id > self.last_id)
-                             .order_by(Event.__table__.c.id).limit(FOLD_BATCH)).all()
+            rows = s.execute(self._query().where(E.id > self.last_id).order_by(E.id).limit(FOLD_BATCH)).all()
             for row in rows:
                 if row.id > self.last_id + 1 and len(self.gaps) < MAX_GAPS:
                     for gid in range(self.last_id + 1, min(row.id, self.last_id + 1 + MAX_GAPS)):
                         self.gaps.setdefault(gid, now)
                 self.last_id = row.id
-                self._fold(row)
+                self._fold(s, row)
             n += len(rows)
             if len(rows) < FOLD_BATCH:
                 return n
 
-    def _fold(self, row: Any) -> None:
+    # -- the first scrape: aggregates over one snapshot
+    def _cold(self, s: Session, now: float) -> None:
+        if s.get_bind().dialect.name == "postgresql":
+            s.connection(execution_options={"isolation_level": "REPEATABLE READ"})  # one snapshot throughout
+        hi = s.scalar(select(func.max(E.id))) or 0
+        for kind, n in s.execute(select(E.kind, func.count()).where(E.id <= hi).group_by(E.kind)):
+            self.events[kind] += n
+        for key in s.execute(select(RR.project, RR.pipeline, RR.outcome, RR.trigger, func.count())
+                             .where(RR.event_id <= hi).group_by(RR.project, RR.pipeline, RR.outcome, RR.trigger)):
+            self.runs_finished[tuple(key[:4])] += key[4]  # type: ignore[index]
+        for row in flakiness(s, project=None, since=None, until=None, max_event_id=hi):
+            if row["rerun_passed"]:
+                self.reruns_passed[(row["project"], row["pipeline"])] += row["rerun_passed"]
+        dr = DeployResult.__table__.c
+        for p, env, kind, outcome, n in s.execute(select(dr.project, dr.environment, dr.kind, dr.outcome, func.count())
+                                                  .where(dr.event_id <= hi)
+                                                  .group_by(dr.project, dr.environment, dr.kind, dr.outcome)):
+            self.deployments[(p, env, kind, outcome)] += n
+        for row in s.execute(self._query().where(E.kind == "rollback.finished", E.id <= hi)):
+            self._fold_rollback(row)
+        for p, env, up, merged, delivered in s.execute(
+                select(PD.project, PD.environment, epoch(PD.uploaded_at), epoch(PD.merged_at),
+                       epoch(PD.delivered_at)).where(PD.event_id <= hi)):
+            self._observe_delivery(p, env, up, merged, delivered)
+        duration = epoch(SR.finished_at) - epoch(SR.started_at)
+        q = (select(Project.name, RN.pipeline, SR.name, duration)
+             .select_from(StageResult.__table__.join(Run.__table__, RN.id == SR.run_id)
+                          .join(Project.__table__, Project.id == RN.project_id))
+             .where(SR.status.in_(FINAL_STAGES), SR.started_at.is_not(None), SR.finished_at.is_not(None)))
+        for p, pipeline, stage, secs in s.execute(q):
+            _hist(self.stage_seconds, (p, pipeline, stage), STAGE_BUCKETS).observe(max(secs or 0.0, 0.0))
+        # ids near the top that are not visible yet may belong to transactions still open
+        visible = set(s.scalars(select(E.id).where(E.id > hi - COLD_GAP_WINDOW)))
+        for gid in range(max(1, hi - COLD_GAP_WINDOW + 1), hi + 1):
+            if gid not in visible:
+                self.gaps[gid] = now
+        self.last_id = hi
+        self.started = True
+
+    # -- later scrapes: event by event
+    @staticmethod
+    def _query() -> Any:
+        return (select(E.id, E.kind, E.project, E.change, E.commit, E.run_id, E.stage, E.environment, E.outcome,
+                       case((E.kind.in_(_DATA_KINDS), E.data), else_=None).label("data"),
+                       (epoch(SR.finished_at) - epoch(SR.started_at)).label("stage_seconds"),
+                       RN.pipeline)
+                .select_from(Event.__table__
+                             .outerjoin(StageResult.__table__, and_(E.kind == "stage.finished",
+                                                                     SR.run_id == E.run_id, SR.name == E.stage))
+                             .outerjoin(Run.__table__, and_(E.kind == "stage.finished", RN.id == E.run_id))))
+
+    def _fold(self, s: Session, row: Any) -> None:
         kind, project = row.kind, row.project
         self.events[kind] += 1
-        if kind == "change.uploaded":
-            if row.change and ((project, row.change) not in self.uploads
-                               or row.at < self.uploads[(project, row.change)]):
-                self.uploads[(project, row.change)] = row.at
-        elif kind in ("change.merged", "change.pushed"):
-            if row.commit and (project, row.commit) not in self.patches:
-                key = (project, row.change) if row.change else (project, "@" + row.commit)
-                if key not in self.merged:  # a change merged twice counts from its first merge
-                    self.merged.add(key)
-                    self.patches[(project, row.commit)] = (key, bool(row.change), row.at)
-        elif kind == "run.finished":
+        if kind == "run.finished":
             data = row.data or {}
             pipeline, trigger = str(data.get("pipeline") or ""), str(data.get("trigger") or "")
             self.runs_finished[(project, pipeline, row.outcome, trigger)] += 1
-            if row.outcome in ("failure", "error") and row.run_id is not None:
-                self.failed_runs[row.run_id] = row.commit
-            elif row.outcome == "success" and trigger in ("rerun", "recheck"):
-                of = data.get("rerun_of")
-                if of is not None and self.failed_runs.get(int(of)) == row.commit:
+            of = data.get("rerun_of")
+            if row.outcome == "success" and trigger in ("rerun", "recheck") and of is not None:
+                failed_before = s.scalar(select(func.count()).where(
+                    RR.run_id == int(of), RR.outcome.in_(("failure", "error")), RR.commit == row.commit,
+                    RR.event_id < row.id))
+                if failed_before:
                     self.reruns_passed[(project, pipeline)] += 1
         elif kind == "stage.finished":
-            if row.started_at is not None and row.finished_at is not None:
-                secs = (row.finished_at - row.started_at).total_seconds()
-                key = (project, row.pipeline or "", row.stage)
-                self._hist(self.stage_seconds, key, STAGE_BUCKETS).observe(max(secs, 0.0))
+            if row.stage_seconds is not None and row.pipeline is not None:
+                _hist(self.stage_seconds, (project, row.pipeline, row.stage), STAGE_BUCKETS).observe(
+                    max(row.stage_seconds, 0.0))
         elif kind == "deploy.finished":
             data = row.data or {}
             self.deployments[(project, row.environment, str(data.get("kind") or "deploy"), row.outcome)] += 1
             if row.outcome == "healthy":
-                for c in data.get("commits") or []:
-                    self._deliver(project, row.environment, str(c), row.at)
+                for up, merged, delivered in s.execute(select(
+                        epoch(PD.uploaded_at), epoch(PD.merged_at), epoch(PD.delivered_at))
+                        .where(PD.event_id == row.id)):
+                    self._observe_delivery(project, row.environment, up, merged, delivered)
         elif kind == "rollback.finished":
-            data = row.data or {}
-            automatic = "true" if data.get("automatic") else "false"
-            self.rollbacks[(project, row.environment, automatic, row.outcome)] += 1
-            ttr = data.get("time_to_restore")
-            if isinstance(ttr, int | float) and row.outcome == "restored":
-                self._hist(self.restore_seconds, (project, row.environment), RESTORE_BUCKETS).observe(float(ttr))
+            self._fold_rollback(row)
 
-    def _deliver(self, project: str, environment: str, commit: str, at: datetime) -> None:
-        found = self.patches.get((project, commit))
-        if found is None:
-            return
-        key, reviewed, merged = found
-        if (project, environment, key) in self.delivered:
-            return
-        self.delivered.add((project, environment, key))
-        uploaded = self.uploads.get(key) if reviewed else merged
-        if uploaded is not None and at >= uploaded:
-            self._hist(self.lead_seconds, (project, environment, "upload"), LEAD_TIME_BUCKETS).observe(
-                (at - uploaded).total_seconds())
-        if at >= merged:
-            self._hist(self.lead_seconds, (project, environment, "merge"), LEAD_TIME_BUCKETS).observe(
-                (at - merged).total_seconds())
+    def _fold_rollback(self, row: Any) -> None:
+        data = row.data or {}
+        automatic = "true" if data.get("automatic") else "false"
+        self.rollbacks[(row.project, row.environment, automatic, row.outcome)] += 1
+        ttr = data.get("time_to_restore")
+        if isinstance(ttr, int | float) and row.outcome == "restored":
+            _hist(self.restore_seconds, (row.project, row.environment), RESTORE_BUCKETS).observe(float(ttr))
 
-    @staticmethod
-    def _hist(table: dict[Any, Histogram], key: Any, bounds: tuple[float, ...]) -> Histogram:
-        h = table.get(key)
-        if h is None:
-            h = table[key] = Histogram(bounds)
-        return h
+    def _observe_delivery(self, project: str, environment: str, uploaded: float | None, merged: float | None,
+                          delivered: float) -> None:
+        if uploaded is not None and delivered >= uploaded:
+            _hist(self.lead_seconds, (project, environment, "upload"), LEAD_TIME_BUCKETS).observe(delivered - uploaded)
+        if merged is not None and delivered >= merged:
+            _hist(self.lead_seconds, (project, environment, "merge"), LEAD_TIME_BUCKETS).observe(delivered - merged)
 
 
 class LedgerCollector(Collector):
@@ -238,7 +284,7 @@ def _gauges(s: Session) -> Iterator[Metric]:
     now = utcnow()
     ready = or_(Job.not_before.is_(None), Job.not_before <= now)
     depth, held, oldest = s.execute(select(
-        func.count().filter(ready), func.count().filter(~ready), func.min(Job.created_at).filter(ready),
+        func.count().filter(ready), func.count().filter(~ready), epoch(func.min(Job.created_at).filter(ready)),
     ).where(Job.status == "queued")).one()
     g = GaugeMetricFamily("chute_queue_depth", "Jobs waiting for an agent (not held)")
     g.add_metric([], depth or 0)
@@ -247,9 +293,7 @@ def _gauges(s: Session) -> Iterator[Metric]:
     g.add_metric([], held or 0)
     yield g
     g = GaugeMetricFamily("chute_queue_oldest_seconds", "Age of the oldest job waiting for an agent (0: none)")
-    if oldest is not None and oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=UTC)
-    g.add_metric([], (now - oldest).total_seconds() if oldest is not None else 0.0)
+    g.add_metric([], max(0.0, to_epoch(now) - oldest) if oldest is not None else 0.0)
     yield g
     claimed = s.execute(select(func.count()).where(Job.status == "claimed")).scalar_one()
     g = GaugeMetricFamily("chute_jobs_running", "Jobs an agent holds right now")

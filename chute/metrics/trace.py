@@ -14,22 +14,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from chute.store import Database, Event
 from chute.store.ledger import to_json
 
-from .ledgerview import (
-    Deploy,
-    Patch,
-    chunks,
-    first_uploads,
-    load_deploys,
-    load_rollbacks,
-    reading,
-)
+from .ledgerview import PD, Deploy, E, chunks, load_deploys, load_rollbacks, reading
 from .periods import iso, seconds
+from .sql import epoch, from_epoch
 
 HEX = re.compile(r"^[0-9a-f]{4,64}$")
 
@@ -208,7 +201,7 @@ def _resolve_commit(s: Session, project: str, prefix: str) -> str:
         found = set(s.scalars(select(Event.commit).where(Event.project == project, Event.commit >= prefix,
                                                          Event.commit < upper).distinct().limit(5)))
         if not found:  # perhaps only ever shipped inside a push of several commits
-            for d in load_deploys(s, project=project, environment=None, containing=prefix):
+            for d in load_deploys(s, project=project, shipping=prefix):
                 found.update(c for c in d.commits if c.startswith(prefix))
     if len(found) > 1:
         raise TraceError(f"commit prefix {prefix!r} is ambiguous in project {project!r}: "
@@ -279,7 +272,7 @@ def _patch_trace(s: Session, project: str, evs: list[Event], *, change: str | No
     if merged is not None:
         steps.append(Step("merged", "merged", merged.at, commit=merged.commit))
 
-    deploys = load_deploys(s, project=project, environment=None, containing=target) \
+    deploys = load_deploys(s, project=project, shipping=target) \
         if target and (merged is not None or pushed is not None or change is None) else []
     firsts: dict[str, Deploy] = {}
     for d in deploys:
@@ -375,33 +368,31 @@ def trace_deployment(db: Database | Session, project: str, environment: str, rev
         data.update((fin.data if fin else None) or {})
         commits = [str(c) for c in data.get("commits") or []]
         outcome = fin.outcome if fin else "in progress"
-        earlier = [d for d in load_deploys(s, project=project, environment=environment,
-                                           until=fin.at if fin else None)
-                   if d.healthy and (fin is None or d.id != fin.id)]
-        shipped_before: dict[str, int | None] = {}
-        for d in earlier:
-            for c in d.commits:
-                shipped_before.setdefault(c, d.revision)
         patches = _patches_for_commits(s, project, commits)
+        firsts: dict[str, tuple[int, int | None]] = {}  # patch key -> (event id, revision) of its first delivery
+        for batch in chunks(sorted({p.key for p in patches.values()})):
+            firsts.update((k, (ev_id, rev)) for k, ev_id, rev in s.execute(select(PD.patch, PD.event_id, PD.revision)
+                          .where(PD.project == project, PD.environment == environment, PD.patch.in_(batch))))
         changes = []
         for c in commits:
             p = patches.get(c)
-            up = p.uploaded_at if p else None
-            mg = p.merged_at if p else None
+            up = from_epoch(p.uploaded_at) if p and p.uploaded_at is not None else None
+            mg = from_epoch(p.merged_at) if p and p.merged_at is not None else None
             healthy = outcome == "healthy"
             changes.append(ShippedChange(
                 commit=c, change=(p.change or None) if p else None, title=p.title if p else "",
                 uploaded_at=up, merged_at=mg,
                 lead_time_from_upload_seconds=seconds(fin.at, up) if fin and healthy else None,
                 lead_time_from_merge_seconds=seconds(fin.at, mg) if fin and healthy else None,
-                first_delivery=(c not in shipped_before) if healthy else None,
-                shipped_before_by=shipped_before.get(c)))
+                first_delivery=(p is not None and firsts.get(p.key, (None,))[0] == fin.id) if fin and healthy
+                else None,
+                shipped_before_by=_shipped_before(p, firsts, fin)))
         rollback = None
         for r in load_rollbacks(s, project=project, environment=environment):
             if r.from_revision == revision:
                 rollback = rollback or {}
                 rollback.update({"to_revision": r.to_revision, "automatic": r.automatic,
-                                 "started_at" if r.kind == "rollback.started" else "finished_at": r.at})
+                                 "started_at" if r.kind == "rollback.started" else "finished_at": from_epoch(r.at)})
                 if r.kind == "rollback.finished":
                     rollback.update({"outcome": r.outcome, "time_to_restore_seconds": r.time_to_restore})
         revs = select(Event.revision).where(Event.project == project, Event.environment == environment,
@@ -421,25 +412,53 @@ def trace_deployment(db: Database | Session, project: str, environment: str, rev
             events=[to_json(e) for e in evs])
 
 
+def _shipped_before(p: Patch | None, firsts: dict[str, tuple[int, int | None]], fin: Event | None) -> int | None:
+    """The revision of an earlier healthy deploy that already delivered this patch."""
+    if p is None or p.key not in firsts:
+        return None
+    event_id, revision = firsts[p.key]
+    return revision if fin is None or event_id < fin.id else None
+
+
+@dataclass
+class Patch:
+    """A patch as the trace of a deployment shows it; times in epoch seconds."""
+
+    project: str
+    change: str  # "" for a plainly pushed commit
+    commit: str
+    title: str = ""
+    uploaded_at: float | None = None
+    merged_at: float | None = None
+
+    @property
+    def key(self) -> str:  # as in patch_deliveries.patch
+        return self.change or "@" + self.commit
+
+
 def _patches_for_commits(s: Session, project: str, commits: list[str]) -> dict[str, Patch]:
-    """commit -> the patch it belongs to (merged, pushed, or a patchset commit)."""
-    found: dict[str, Patch] = {}
+    """commit -> the patch it belongs to (merged, pushed, or a patchset commit), in a few queries."""
     rank = {"change.merged": 0, "change.pushed": 1, "change.uploaded": 2}
-    rows: list[Event] = []
+    rows: list[tuple[str, str, str, float, str | None, int]] = []
     for batch in chunks(sorted(set(commits))):
-        rows.extend(s.scalars(select(Event).where(Event.project == project, Event.commit.in_(batch),
-                                                  Event.kind.in_(tuple(rank)))))
-    rows.sort(key=lambda e: (rank[e.kind], e.id))
-    uploads = first_uploads(s, project=project, changes={(project, e.change) for e in rows if e.change})
-    for e in rows:
-        if e.commit in found:
+        rows.extend(tuple(r) for r in s.execute(  # type: ignore[misc]
+            select(E.kind, E.change, E.commit, epoch(E.at), Event.data["title"].as_string(), E.id).where(
+                E.project == project, E.commit.in_(batch), E.kind.in_(tuple(rank)))))
+    rows.sort(key=lambda r: (rank[r[0]], r[5]))
+    changes = sorted({r[1] for r in rows if r[1]})
+    uploads: dict[str, float] = {}
+    for batch in chunks(changes):
+        uploads.update(s.execute(select(E.change, epoch(func.min(E.at))).where(
+            E.kind == "change.uploaded", E.project == project, E.change.in_(batch)).group_by(E.change)).all())
+    found: dict[str, Patch] = {}
+    for kind, change, commit, at, title, _ in rows:
+        if commit in found:
             continue
-        title = str((e.data or {}).get("title") or "")
-        if e.kind == "change.pushed" or not e.change:
-            found[e.commit] = Patch(project, "", e.commit, title, e.at, e.at)
+        if kind == "change.pushed" or not change:
+            found[commit] = Patch(project, "", commit, title or "", at, at)
         else:
-            found[e.commit] = Patch(project, e.change, e.commit, title, uploads.get((project, e.change)),
-                                    e.at if e.kind == "change.merged" else None)
+            found[commit] = Patch(project, change, commit, title or "", uploads.get(change),
+                                  at if kind == "change.merged" else None)
     return found
 
 

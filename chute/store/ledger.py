@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from . import derived
 from .models import Change, Event, Run, utcnow
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ def record(
         data=data or {},
     )
     session.add(ev)
+    derived.derive(session, ev)  # the read model (run/deploy results, patch deliveries), same transaction
     return ev
 
 
@@ -133,6 +135,7 @@ def prune_events(db: Database, older_than: datetime, *, batch_size: int = 5000) 
             ids = s.scalars(select(Event.id).where(Event.at < older_than)
                             .order_by(Event.id).limit(batch_size)).all()
             if ids:
+                derived.delete_for_events(s, ids)
                 s.execute(delete(Event).where(Event.id.in_(ids)))
         total += len(ids)
         if len(ids) < batch_size:
@@ -146,3 +149,4 @@ def apply_retention(db: Database, *, now: datetime | None = None,
     if days is None:
         return 0
     return prune_events(db, (now or utcnow()) - timedelta(days=days))
+

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -59,9 +60,13 @@ class History:
 
     def event(self, kind: str, at: datetime, *, change: str = "", patchset: int = 0, run: int | None = None,
               **kw: Any) -> None:
+        # what the server passes as the Change and Run rows: record() copies their fields
+        ch = SimpleNamespace(number=change, patchset=patchset, commit=kw.get("commit", ""), project=None) \
+            if change or patchset else None
+        rn = SimpleNamespace(id=run, change=ch, project=None) if run is not None else None
         with self.tx() as s:
-            ev: Event = ledger.record(s, kind, project=self.project, at=at, actor=kw.pop("actor", "test"), **kw)
-            ev.change, ev.patchset, ev.run_id = change, patchset, run
+            ev: Event = ledger.record(s, kind, project=self.project, at=at, actor=kw.pop("actor", "test"),
+                                      change=ch, run=rn, **kw)  # type: ignore[arg-type]
             s.flush()
             self.written.append(ev.id)
 

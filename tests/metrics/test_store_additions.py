@@ -76,3 +76,48 @@ def test_read_session_does_not_block_writers(db: Database) -> None:
             assert s.scalar(select(func.count()).select_from(Event)) == 1
     t.join()
     assert took[0] < 5 and count(db) == 2
+
+
+def _read_model(db: Database) -> dict[str, list[tuple]]:  # type: ignore[type-arg]
+    from chute.store import DeployResult, PatchDelivery, RunResult
+
+    out = {}
+    with db.read_session() as s:
+        for table, cols in ((RunResult, ("event_id", "run_id", "project", "pipeline", "trigger", "outcome", "commit",
+                                         "rerun_of", "at")),
+                            (DeployResult, ("event_id", "project", "environment", "revision", "kind", "outcome",
+                                            "commits", "at")),
+                            (PatchDelivery, ("event_id", "project", "environment", "patch", "change", "commit",
+                                             "title", "revision", "uploaded_at", "merged_at", "delivered_at"))):
+            c = table.__table__.c
+            out[table.__tablename__] = sorted(tuple(r) for r in s.execute(select(*(c[n] for n in cols))))
+    return out
+
+
+def test_read_model_is_written_with_the_events_and_rebuilds_the_same(db: Database) -> None:
+    from chute.store import derived
+
+    from .conftest import build_main_history, sha
+
+    build_main_history(db)
+    live = _read_model(db)
+    assert len(live["run_results"]) == 12 and len(live["deploy_results"]) == 11
+    # patches first delivered: staging 101 102 p1; production 101 102 p1 103 104 106 108
+    assert sorted((r[2], r[3]) for r in live["patch_deliveries"]) == sorted(
+        [("staging", "101"), ("staging", "102"), ("staging", "@" + sha("p1"))]
+        + [("production", c) for c in ("101", "102", "@" + sha("p1"), "103", "104", "106", "108")])
+    counts = derived.rebuild(db)
+    assert counts == {"run_results": 12, "deploy_results": 11, "patch_deliveries": 10}
+    assert _read_model(db) == live
+
+
+def test_retention_deletes_the_derived_rows_too(db: Database) -> None:
+    from .conftest import build_main_history
+
+    build_main_history(db)
+    prune_events(db, T0 + 5 * D)  # everything up to rev 5 of production
+    rows = _read_model(db)
+    with db.read_session() as s:
+        kept = set(s.scalars(select(Event.id)))
+    assert all(r[0] in kept for table in rows.values() for r in table)
+    assert len(rows["deploy_results"]) == 5  # production revisions 6 to 10
