@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, func, select
@@ -208,39 +208,45 @@ def _bucket(deployments: list[DeployRow], window_start: datetime | None, until: 
     return "yearly"
 
 
+def _day(t: float) -> int:
+    return int(t // 86400)
+
+
+def _monday(day: int) -> int:
+    return day - (day + 3) % 7  # 1970-01-01 was a Thursday
+
+
 def _series(deployments: list[DeployRow], failures: list[Failure], delivered: list[Delivered],
             window_start: datetime | None, until: datetime) -> dict[str, list[dict[str, Any]]]:
     """Per-day deployments and per-week figures over the period, for charts (empty weeks included)."""
     if window_start is None:
         return {"daily": [], "weekly": []}
     days = days_between(window_start, until)
-    per_day = Counter(epoch_date(d.at) for d in deployments)
-    daily = [{"date": d.isoformat(), "deployments": per_day.get(d, 0)} for d in days]
-    weeks = sorted({week_start(d) for d in days})
-
-    def week(t: float) -> date:
-        return week_start(epoch_date(t))
-
-    dep_w: Counter[date] = Counter(week(d.at) for d in deployments)
-    fail_w: Counter[date] = Counter(week(f.deploy.at) for f in failures)
-    ttr_w: dict[date, list[float]] = defaultdict(list)
+    per_day = Counter(_day(d.at) for d in deployments)
+    first_day = _day(to_epoch(datetime(days[0].year, days[0].month, days[0].day, tzinfo=UTC))) if days else 0
+    daily = [{"date": d.isoformat(), "deployments": per_day.get(first_day + i, 0)} for i, d in enumerate(days)]
+    weeks = sorted({_monday(first_day + i) for i in range(len(days))})
+    dep_w: Counter[int] = Counter(_monday(_day(d.at)) for d in deployments)
+    fail_w: Counter[int] = Counter(_monday(_day(f.deploy.at)) for f in failures)
+    ttr_w: dict[int, list[float]] = defaultdict(list)
     for f in failures:
         if f.time_to_restore is not None:
-            ttr_w[week(f.deploy.at)].append(f.time_to_restore)
-    up_w: dict[date, list[float]] = defaultdict(list)
-    mg_w: dict[date, list[float]] = defaultdict(list)
-    delivered_w: Counter[date] = Counter()
+            ttr_w[_monday(_day(f.deploy.at))].append(f.time_to_restore)
+    up_w: dict[int, list[float]] = defaultdict(list)
+    mg_w: dict[int, list[float]] = defaultdict(list)
+    delivered_w: Counter[int] = Counter()
     for d in delivered:
-        w = week(d.delivered_at)
+        w = _monday(_day(d.delivered_at))
         delivered_w[w] += 1
-        up, mg = _lead_times([d])
-        up_w[w].extend(up)
-        mg_w[w].extend(mg)
+        if d.uploaded_at is not None and d.delivered_at >= d.uploaded_at:
+            up_w[w].append(d.delivered_at - d.uploaded_at)
+        if d.merged_at is not None and d.delivered_at >= d.merged_at:
+            mg_w[w].append(d.delivered_at - d.merged_at)
     weekly = []
     for w in weeks:
         n = dep_w.get(w, 0)
         weekly.append({
-            "week": w.isoformat(),
+            "week": epoch_date(w * 86400.0).isoformat(),
             "deployments": n,
             "failed_deployments": fail_w.get(w, 0),
             "change_failure_rate": fail_w.get(w, 0) / n if n else None,
@@ -264,9 +270,9 @@ def flakiness(s: Session, *, project: str | None, since: datetime | None, until:
     if project is not None:
         conds.append(RR.project == project)
     if since is not None:
-        conds.append(RR.at >= since)
+        conds.append(RR.at >= to_epoch(since))
     if until is not None:
-        conds.append(RR.at < until)
+        conds.append(RR.at < to_epoch(until))
     if max_event_id is not None:
         conds.append(RR.event_id <= max_event_id)
     rows: dict[tuple[str, str], dict[str, Any]] = {}

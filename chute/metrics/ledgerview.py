@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, case, cast, exists, func, literal, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.orm import Session
 
 from chute.store import Database, DeployResult, Event, PatchDelivery
 from chute.store.derived import shipped_commits
 
-from .sql import epoch
+from .sql import epoch, to_epoch
 
 ROLLBACK_KINDS = frozenset({"rollback", "auto-rollback"})
 FINISHED_OUTCOMES = frozenset({"healthy", "failed", "rolled-back"})
@@ -95,12 +95,12 @@ def deploy_rows(s: Session, *, project: str | None, environment: str, until: dat
                 max_id: int | None = None) -> list[DeployRow]:
     """Every ``deploy.finished`` of ``environment`` (all kinds and outcomes), oldest first
     (read from ``deploy_results``; ``id`` is the event id)."""
-    q = select(DR.event_id, DR.project, DR.revision, epoch(DR.at), DR.outcome, DR.kind).where(
+    q = select(DR.event_id, DR.project, DR.revision, DR.at, DR.outcome, DR.kind).where(
         DR.environment == environment)
     if project is not None:
         q = q.where(DR.project == project)
     if until is not None:
-        q = q.where(DR.at < until)
+        q = q.where(DR.at < to_epoch(until))
     if max_id is not None:
         q = q.where(DR.event_id <= max_id)
     return [DeployRow(*r) for r in s.execute(q.order_by(DR.at, DR.event_id))]
@@ -128,40 +128,35 @@ def delivered_patches(s: Session, *, project: str | None, environment: str, sinc
                       until: datetime | None = None, max_event_id: int | None = None) -> list[Delivered]:
     """Patches whose first healthy deploy to ``environment`` is in [since, until), each once
     (read from ``patch_deliveries``)."""
-    q = select(PD.project, PD.change, PD.commit, PD.title, epoch(PD.delivered_at), epoch(PD.merged_at),
-               epoch(PD.uploaded_at)).where(PD.environment == environment)
+    q = select(PD.project, PD.change, PD.commit, PD.title, PD.delivered_at, PD.merged_at,
+               PD.uploaded_at).where(PD.environment == environment)
     if project is not None:
         q = q.where(PD.project == project)
     if since is not None:
-        q = q.where(PD.delivered_at >= since)
+        q = q.where(PD.delivered_at >= to_epoch(since))
     if until is not None:
-        q = q.where(PD.delivered_at < until)
+        q = q.where(PD.delivered_at < to_epoch(until))
     if max_event_id is not None:
         q = q.where(PD.event_id <= max_event_id)
     return [Delivered(p, c, cm, t or "", d, m, u) for p, c, cm, t, d, m, u in s.execute(q)]
 
 
-def patch_key_sql(kind: Any, change: Any, commit: Any) -> Any:
-    """The ``patch_deliveries.patch`` key of a merge or push event, in SQL."""
-    return case(((kind == "change.merged") & (change != ""), change),
-                else_=literal("@", String) + cast(commit, String))
-
-
 def in_flight_count(s: Session, *, project: str | None, environment: str, since: datetime | None,
                     until: datetime, deploying: set[str]) -> int:
     """Patches merged (or pushed) in [since, until) that no healthy deploy of ``environment``
-    shipped by ``until``, in projects that deploy to that environment at all."""
+    shipped by ``until``, in projects that deploy to that environment at all: the merges of the
+    period (an index-only count) minus the deliveries of those merges."""
+    projects = [project] if project is not None else sorted(deploying)
     if not deploying or (project is not None and project not in deploying):
         return 0
-    mm = Event.__table__.alias("mm")
-    shipped = exists().where(PD.project == mm.c.project, PD.environment == environment,
-                             PD.patch == patch_key_sql(mm.c.kind, mm.c.change, mm.c.commit),
-                             PD.delivered_at < until)
-    q = select(func.count()).select_from(mm).where(mm.c.kind.in_(PATCH_KINDS), mm.c.at < until, ~shipped)
+    merged = select(func.count()).where(E.kind.in_(PATCH_KINDS), E.project.in_(projects), E.at < until)
+    delivered = select(func.count()).where(PD.environment == environment, PD.project.in_(projects),
+                                           PD.merged_at.is_not(None), PD.merged_at < to_epoch(until),
+                                           PD.delivered_at < to_epoch(until))
     if since is not None:
-        q = q.where(mm.c.at >= since)
-    q = q.where(mm.c.project == project) if project is not None else q.where(mm.c.project.in_(sorted(deploying)))
-    return int(s.execute(q).scalar_one())
+        merged = merged.where(E.at >= since)
+        delivered = delivered.where(PD.merged_at >= to_epoch(since))
+    return max(0, int(s.execute(merged).scalar_one()) - int(s.execute(delivered).scalar_one()))
 
 
 # ------------------------------------------------------------------ whole deployments (traces)

@@ -174,8 +174,8 @@ class LedgerFold:
         for row in s.execute(self._query().where(E.kind == "rollback.finished", E.id <= hi)):
             self._fold_rollback(row)
         for p, env, up, merged, delivered in s.execute(
-                select(PD.project, PD.environment, epoch(PD.uploaded_at), epoch(PD.merged_at),
-                       epoch(PD.delivered_at)).where(PD.event_id <= hi)):
+                select(PD.project, PD.environment, PD.uploaded_at, PD.merged_at, PD.delivered_at)
+                .where(PD.event_id <= hi)):
             self._observe_delivery(p, env, up, merged, delivered)
         duration = epoch(SR.finished_at) - epoch(SR.started_at)
         q = (select(Project.name, RN.pipeline, SR.name, duration)
@@ -226,9 +226,8 @@ class LedgerFold:
             data = row.data or {}
             self.deployments[(project, row.environment, str(data.get("kind") or "deploy"), row.outcome)] += 1
             if row.outcome == "healthy":
-                for up, merged, delivered in s.execute(select(
-                        epoch(PD.uploaded_at), epoch(PD.merged_at), epoch(PD.delivered_at))
-                        .where(PD.event_id == row.id)):
+                for up, merged, delivered in s.execute(select(PD.uploaded_at, PD.merged_at, PD.delivered_at)
+                                                          .where(PD.event_id == row.id)):
                     self._observe_delivery(project, row.environment, up, merged, delivered)
         elif kind == "rollback.finished":
             self._fold_rollback(row)

@@ -14,7 +14,7 @@ ledger retention deletes derived rows with their events.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
@@ -26,6 +26,14 @@ if TYPE_CHECKING:
     from .db import Database
 
 PATCH_EVENT_KINDS = ("change.merged", "change.pushed", "change.uploaded")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch(t: datetime | None) -> float | None:
+    """Seconds since 1970-01-01 UTC (the read model's time unit)."""
+    if t is None:
+        return None
+    return ((t if t.tzinfo else t.replace(tzinfo=UTC)) - _EPOCH).total_seconds()
 
 
 def shipped_commits(data: dict[str, Any] | None) -> list[str]:
@@ -50,13 +58,13 @@ def derive(session: Session, ev: Event) -> None:
         session.add(RunResult(event=ev, run_id=ev.run_id, project=ev.project,
                               pipeline=str(data.get("pipeline") or "")[:200],
                               trigger=str(data.get("trigger") or "")[:40], outcome=ev.outcome, commit=ev.commit,
-                              rerun_of=_int(data.get("rerun_of")), at=ev.at))
+                              rerun_of=_int(data.get("rerun_of")), at=epoch(ev.at)))
     elif ev.kind == "deploy.finished":
         data = ev.data or {}
         commits = shipped_commits(data)
         session.add(DeployResult(event=ev, project=ev.project, environment=ev.environment, revision=ev.revision,
                                  kind=str(data.get("kind") or "deploy")[:20], outcome=ev.outcome,
-                                 commits=len(commits), at=ev.at))
+                                 commits=len(commits), at=epoch(ev.at)))
         if ev.outcome == "healthy" and commits:
             for row in deliveries(session, project=ev.project, environment=ev.environment, revision=ev.revision,
                                   at=ev.at, commits=commits):
@@ -122,8 +130,9 @@ def deliveries(session: Session, *, project: str, environment: str, revision: in
             PatchDelivery.patch == p.key).limit(1))
         if already is None:
             out.append(PatchDelivery(project=project, environment=environment, patch=p.key, change=p.change,
-                                     commit=c, title=p.title[:2000], revision=revision, uploaded_at=p.uploaded_at,
-                                     merged_at=p.merged_at, delivered_at=at))
+                                     commit=c, title=p.title[:2000], revision=revision,
+                                     uploaded_at=epoch(p.uploaded_at), merged_at=epoch(p.merged_at),
+                                     delivered_at=epoch(at)))
     return out
 
 
@@ -149,12 +158,12 @@ def rebuild(db: Database, *, batch_size: int = 2000) -> dict[str, int]:
                     runs.append({"event_id": r.id, "run_id": r.run_id, "project": r.project,
                                  "pipeline": str(data.get("pipeline") or "")[:200],
                                  "trigger": str(data.get("trigger") or "")[:40], "outcome": r.outcome,
-                                 "commit": r.commit, "rerun_of": _int(data.get("rerun_of")), "at": r.at})
+                                 "commit": r.commit, "rerun_of": _int(data.get("rerun_of")), "at": epoch(r.at)})
                     continue
                 commits = shipped_commits(data)
                 deploys.append({"event_id": r.id, "project": r.project, "environment": r.environment,
                                 "revision": r.revision, "kind": str(data.get("kind") or "deploy")[:20],
-                                "outcome": r.outcome, "commits": len(commits), "at": r.at})
+                                "outcome": r.outcome, "commits": len(commits), "at": epoch(r.at)})
                 if r.outcome == "healthy" and commits:
                     for d in deliveries(s, project=r.project, environment=r.environment, revision=r.revision,
                                         at=r.at, commits=commits):

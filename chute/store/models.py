@@ -304,7 +304,9 @@ class Event(Base):
 # Derived from the events, never written on their own: ``ledger.record`` adds these rows with
 # their event, in the same transaction, and ``derived.rebuild`` recomputes them from the
 # events. They are narrow copies of the facts the metrics scan, so that a dashboard reads a
-# few small rows per deployment, run or patch instead of wide, scattered event rows.
+# few small rows per deployment, run or patch instead of wide, scattered event rows. Their
+# times are epoch seconds (floats, UTC): the metrics do arithmetic on them, and converting a
+# timestamp per row would cost more than the query.
 
 
 class DeployResult(Base):
@@ -325,7 +327,7 @@ class DeployResult(Base):
     kind: Mapped[str] = mapped_column(String(20))  # deploy | rollback | auto-rollback
     outcome: Mapped[str] = mapped_column(String(40))
     commits: Mapped[int] = mapped_column(Integer, default=0)  # how many commits it shipped
-    at: Mapped[datetime] = mapped_column()
+    at: Mapped[float] = mapped_column(Float)
 
     event: Mapped[Event] = relationship()
 
@@ -335,8 +337,8 @@ class RunResult(Base):
 
     __tablename__ = "run_results"
     __table_args__ = (
-        Index("ix_run_results_at", "at"),
-        Index("ix_run_results_project_at", "project", "at"),
+        # flakiness per pipeline, grouped in index order without touching the table
+        Index("ix_run_results_pipeline", "project", "pipeline", "at", "outcome", "trigger"),
         Index("ix_run_results_run", "run_id"),
         Index("ix_run_results_event", "event_id"),
     )
@@ -350,7 +352,7 @@ class RunResult(Base):
     outcome: Mapped[str] = mapped_column(String(40))
     commit: Mapped[str] = mapped_column(String(64))
     rerun_of: Mapped[int | None] = mapped_column(Integer)
-    at: Mapped[datetime] = mapped_column()
+    at: Mapped[float] = mapped_column(Float)
 
     event: Mapped[Event] = relationship()
 
@@ -365,7 +367,6 @@ class PatchDelivery(Base):
         UniqueConstraint("project", "environment", "patch", name="uq_patch_delivery"),
         Index("ix_patch_deliveries_env_at", "environment", "delivered_at"),
         Index("ix_patch_deliveries_env_project_at", "environment", "project", "delivered_at"),
-        Index("ix_patch_deliveries_project_commit", "project", "commit"),
         Index("ix_patch_deliveries_event", "event_id"),
     )
 
@@ -378,9 +379,9 @@ class PatchDelivery(Base):
     commit: Mapped[str] = mapped_column(String(64))  # the shipped commit that belongs to the patch
     title: Mapped[str] = mapped_column(Text, default="")
     revision: Mapped[int | None] = mapped_column(Integer)
-    uploaded_at: Mapped[datetime | None] = mapped_column()
-    merged_at: Mapped[datetime | None] = mapped_column()
-    delivered_at: Mapped[datetime] = mapped_column()
+    uploaded_at: Mapped[float | None] = mapped_column(Float)
+    merged_at: Mapped[float | None] = mapped_column(Float)
+    delivered_at: Mapped[float] = mapped_column(Float)
 
     event: Mapped[Event] = relationship()
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 17:51:27.659999
+Create Date: 2026-11-26 18:01:48.033746
 """
 
 from alembic import op
@@ -116,7 +116,7 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=20), nullable=False),
     sa.Column('outcome', sa.String(length=40), nullable=False),
     sa.Column('commits', sa.Integer(), nullable=False),
-    sa.Column('at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -146,9 +146,9 @@ def upgrade() -> None:
     sa.Column('commit', sa.String(length=64), nullable=False),
     sa.Column('title', sa.Text(), nullable=False),
     sa.Column('revision', sa.Integer(), nullable=True),
-    sa.Column('uploaded_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('merged_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('delivered_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('uploaded_at', sa.Float(), nullable=True),
+    sa.Column('merged_at', sa.Float(), nullable=True),
+    sa.Column('delivered_at', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('project', 'environment', 'patch', name='uq_patch_delivery')
@@ -157,7 +157,6 @@ def upgrade() -> None:
         batch_op.create_index('ix_patch_deliveries_env_at', ['environment', 'delivered_at'], unique=False)
         batch_op.create_index('ix_patch_deliveries_env_project_at', ['environment', 'project', 'delivered_at'], unique=False)
         batch_op.create_index('ix_patch_deliveries_event', ['event_id'], unique=False)
-        batch_op.create_index('ix_patch_deliveries_project_commit', ['project', 'commit'], unique=False)
 
     op.create_table('run_results',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -169,14 +168,13 @@ def upgrade() -> None:
     sa.Column('outcome', sa.String(length=40), nullable=False),
     sa.Column('commit', sa.String(length=64), nullable=False),
     sa.Column('rerun_of', sa.Integer(), nullable=True),
-    sa.Column('at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('at', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['event_id'], ['events.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('run_results', schema=None) as batch_op:
-        batch_op.create_index('ix_run_results_at', ['at'], unique=False)
         batch_op.create_index('ix_run_results_event', ['event_id'], unique=False)
-        batch_op.create_index('ix_run_results_project_at', ['project', 'at'], unique=False)
+        batch_op.create_index('ix_run_results_pipeline', ['project', 'pipeline', 'at', 'outcome', 'trigger'], unique=False)
         batch_op.create_index('ix_run_results_run', ['run_id'], unique=False)
 
     op.create_table('webhook_deliveries',
@@ -336,13 +334,11 @@ def downgrade() -> None:
     op.drop_table('webhook_deliveries')
     with op.batch_alter_table('run_results', schema=None) as batch_op:
         batch_op.drop_index('ix_run_results_run')
-        batch_op.drop_index('ix_run_results_project_at')
+        batch_op.drop_index('ix_run_results_pipeline')
         batch_op.drop_index('ix_run_results_event')
-        batch_op.drop_index('ix_run_results_at')
 
     op.drop_table('run_results')
     with op.batch_alter_table('patch_deliveries', schema=None) as batch_op:
-        batch_op.drop_index('ix_patch_deliveries_project_commit')
         batch_op.drop_index('ix_patch_deliveries_event')
         batch_op.drop_index('ix_patch_deliveries_env_project_at')
         batch_op.drop_index('ix_patch_deliveries_env_at')
