@@ -60,7 +60,7 @@ class Gen:
         self.jobs: list[dict[str, Any]] = []
 
     def sha(self) -> str:
-        return "%040x" % self.rnd.getrandbits(160)
+        return f"{self.rnd.getrandbits(160):040x}"
 
     def ev(self, at: datetime, kind: str, project: str, **kw: Any) -> None:
         if at > self.now:
@@ -100,7 +100,7 @@ class Gen:
             self.ev(t, "stage.finished", project, stage=name, outcome=status, actor="agent",
                     data={"error": "exit status 1"} if status == "failure" else {}, **common)
             if name == "publish" and status == "success":
-                digest = "sha256:" + "%064x" % self.rnd.getrandbits(256)
+                digest = "sha256:" + f"{self.rnd.getrandbits(256):064x}"
                 self.ev(t, "image.published", project, stage=name, image_digest=digest, outcome="pushed",
                         data={"name": f"registry.local/{project}", "tags": [commit[:12]]}, **common)
         self.ev(t, "run.finished", project, outcome=outcome, actor="agent:a1",
@@ -179,7 +179,7 @@ class Gen:
 
     def deploy_batch(self, name: str, commits: list[str], at: datetime, env_rev: dict[str, int]) -> None:
         rnd = self.rnd
-        digest = "sha256:" + "%064x" % rnd.getrandbits(256)
+        digest = "sha256:" + f"{rnd.getrandbits(256):064x}"
         self.deploy(name, "staging", commits, at, digest, env_rev, "healthy")
         at += timedelta(minutes=rnd.uniform(20, 240))
         r = rnd.random()
@@ -304,10 +304,17 @@ def main() -> int:
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
-    from chute.metrics import compute_metrics, environment_history, make_registry
-    from chute.metrics import trace_change, trace_commit, trace_deployment
+    from chute.metrics import (
+        compute_metrics,
+        environment_history,
+        make_registry,
+        trace_change,
+        trace_commit,
+        trace_deployment,
+    )
 
-    results: dict[str, Any] = {"machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
+    results: dict[str, Any] = {"load_average_at_start": os.getloadavg(),
+                               "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus",
                                "python": platform.python_version(), "db": args.db.split("://")[0],
                                "date": datetime.now(UTC).strftime("%Y-%m-%d")}
     db = Database(args.db)
@@ -367,8 +374,8 @@ def main() -> int:
                                                      "change_failure_rate", "deployment_frequency_bucket",
                                                      "lead_time_from_upload_median_seconds")}
     record("metrics: all projects, last 90 days", lambda: compute_metrics(db, since=now - timedelta(days=90)))
-    record(f"metrics: biggest project, all time", lambda: compute_metrics(db, project=big))
-    record(f"metrics: biggest project, last 90 days",
+    record("metrics: biggest project, all time", lambda: compute_metrics(db, project=big))
+    record("metrics: biggest project, last 90 days",
            lambda: compute_metrics(db, project=big, since=now - timedelta(days=90)))
     record("metrics: median project, last 90 days",
            lambda: compute_metrics(db, project=typical, since=now - timedelta(days=90)))
@@ -401,6 +408,9 @@ def main() -> int:
                 Event.kind == "change.merged").order_by(Event.id)).all()
             deploys = s.execute(sa.select(Event.project, Event.environment, Event.revision).where(
                 Event.kind == "deploy.finished", Event.environment == "production").order_by(Event.id)).all()
+        generated = {f"service-{i + 1:02d}" for i in range(args.projects)}
+        merged = [r for r in merged if r[0] in generated]
+        deploys = [d for d in deploys if d[0] in generated]
         big_merged = [r for r in merged if r[0] == big]
         picks = rnd.sample(big_merged, 10) + rnd.sample(merged, 10)
         dpicks = rnd.sample([d for d in deploys if d[0] == big], 10) + rnd.sample(deploys, 10)
@@ -427,7 +437,7 @@ def main() -> int:
              [lambda d=d: page(f"/projects/{d[0]}/trace/deploy/{d[1]}/{d[2]}") for d in dpicks])
 
     print("prometheus (/metrics collector):")
-    registry, collector = make_registry(db)
+    registry, _collector = make_registry(db)
     from prometheus_client import generate_latest
 
     t = time.perf_counter()
@@ -451,12 +461,11 @@ def main() -> int:
     record("prometheus: scrape with nothing new", lambda: generate_latest(registry))
 
     print("export:")
-    code = ("import sys, time, resource; sys.path.insert(0, %r)\n"
+    code = (f"import sys, time, resource; sys.path.insert(0, {str(ROOT)!r})\n"
             "from chute.store import Database\nfrom chute.metrics import export_events\n"
-            "db = Database(%r); t = time.perf_counter()\n"
+            f"db = Database({args.db!r}); t = time.perf_counter()\n"
             "n = export_events(db, out=open('/dev/null', 'w'))\n"
-            "print(n, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)") % (
-        str(ROOT), args.db)
+            "print(n, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     n, secs, rss_kb = int(out[0]), float(out[1]), int(out[2])
     results["export_events_per_s"] = round(n / secs)
@@ -464,6 +473,9 @@ def main() -> int:
     print(f"  export_events (JSON lines): {n} events in {secs:.1f} s = {n / secs:,.0f} events/s, "
           f"peak RSS {rss_kb / 1024:.0f} MB", flush=True)
     results["queries"] = q
+    results["load_average_at_end"] = os.getloadavg()
+    print(f"load average (1, 5, 15 min): start {results['load_average_at_start']}, "
+          f"end {results['load_average_at_end']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     slow = {k: v for k, v in q.items() if not k.startswith("prometheus: first")

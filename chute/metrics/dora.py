@@ -40,6 +40,7 @@ from .ledgerview import (
     delivered_patches,
     deploy_rows,
     deploy_started_times,
+    deploying_projects,
     in_flight_count,
     is_revert,
     load_rollbacks,
@@ -76,13 +77,15 @@ def compute_metrics(db: Database | Session, project: str | None = None, since: d
         return lo <= t < hi
 
     with reading(db) as s:
-        deploys = deploy_rows(s, project=project, environment=environment, until=until)
+        # deployments before the period are not needed: a failure's recovery comes after it
+        deploys = deploy_rows(s, project=project, environment=environment, since=since, until=until)
         deployments = [d for d in deploys if d.is_deployment and in_period(d.at)]
         rollbacks = load_rollbacks(s, project=project, environment=environment, until=until)
         failures = _failures(s, deployments, deploys, rollbacks, project, environment)
         delivered = delivered_patches(s, project=project, environment=environment, since=since, until=until)
         in_flight = in_flight_count(s, project=project, environment=environment, since=since, until=until,
-                                    deploying={d.project for d in deploys})
+                                    deploying=deploying_projects(s, project=project, environment=environment,
+                                                                 until=until))
         flaky = flakiness(s, project=project, since=since, until=until)
 
     window_start = since if since is not None else (

@@ -91,19 +91,29 @@ class DeployRow:
         return self.kind not in ROLLBACK_KINDS and self.outcome in FINISHED_OUTCOMES
 
 
-def deploy_rows(s: Session, *, project: str | None, environment: str, until: datetime | None = None,
-                max_id: int | None = None) -> list[DeployRow]:
-    """Every ``deploy.finished`` of ``environment`` (all kinds and outcomes), oldest first
-    (read from ``deploy_results``; ``id`` is the event id)."""
+def deploy_rows(s: Session, *, project: str | None, environment: str, since: datetime | None = None,
+                until: datetime | None = None, max_id: int | None = None) -> list[DeployRow]:
+    """The ``deploy.finished`` events of ``environment`` (all kinds and outcomes) in [since, until),
+    oldest first (read from ``deploy_results``; ``id`` is the event id)."""
     q = select(DR.event_id, DR.project, DR.revision, DR.at, DR.outcome, DR.kind).where(
         DR.environment == environment)
     if project is not None:
         q = q.where(DR.project == project)
+    if since is not None:
+        q = q.where(DR.at >= to_epoch(since))
     if until is not None:
         q = q.where(DR.at < to_epoch(until))
     if max_id is not None:
         q = q.where(DR.event_id <= max_id)
     return [DeployRow(*r) for r in s.execute(q.order_by(DR.at, DR.event_id))]
+
+
+def deploying_projects(s: Session, *, project: str | None, environment: str, until: datetime) -> set[str]:
+    """Projects with at least one deployment to ``environment`` before ``until``."""
+    q = select(DR.project).where(DR.environment == environment, DR.at < to_epoch(until))
+    if project is not None:
+        q = q.where(DR.project == project)
+    return set(s.scalars(q.distinct()))
 
 
 # ------------------------------------------------------------------ deliveries

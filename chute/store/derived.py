@@ -52,24 +52,25 @@ def _int(v: Any) -> int | None:
 
 
 def derive(session: Session, ev: Event) -> None:
-    """Add the read-model rows of one new event to ``session`` (nothing for most kinds)."""
+    """Insert the read-model rows of one new event (``ev.id`` set; nothing for most kinds)."""
     if ev.kind == "run.finished":
         data = ev.data or {}
-        session.add(RunResult(event=ev, run_id=ev.run_id, project=ev.project,
-                              pipeline=str(data.get("pipeline") or "")[:200],
-                              trigger=str(data.get("trigger") or "")[:40], outcome=ev.outcome, commit=ev.commit,
-                              rerun_of=_int(data.get("rerun_of")), at=epoch(ev.at)))
+        session.execute(RunResult.__table__.insert(), {
+            "event_id": ev.id, "run_id": ev.run_id, "project": ev.project,
+            "pipeline": str(data.get("pipeline") or "")[:200], "trigger": str(data.get("trigger") or "")[:40],
+            "outcome": ev.outcome, "commit": ev.commit, "rerun_of": _int(data.get("rerun_of")), "at": epoch(ev.at)})
     elif ev.kind == "deploy.finished":
         data = ev.data or {}
         commits = shipped_commits(data)
-        session.add(DeployResult(event=ev, project=ev.project, environment=ev.environment, revision=ev.revision,
-                                 kind=str(data.get("kind") or "deploy")[:20], outcome=ev.outcome,
-                                 commits=len(commits), at=epoch(ev.at)))
+        session.execute(DeployResult.__table__.insert(), {
+            "event_id": ev.id, "project": ev.project, "environment": ev.environment, "revision": ev.revision,
+            "kind": str(data.get("kind") or "deploy")[:20], "outcome": ev.outcome, "commits": len(commits),
+            "at": epoch(ev.at)})
         if ev.outcome == "healthy" and commits:
-            for row in deliveries(session, project=ev.project, environment=ev.environment, revision=ev.revision,
-                                  at=ev.at, commits=commits):
-                row.event = ev
-                session.add(row)
+            rows = deliveries(session, project=ev.project, environment=ev.environment, revision=ev.revision,
+                              at=ev.at, commits=commits)
+            if rows:
+                session.execute(PatchDelivery.__table__.insert(), [{**r, "event_id": ev.id} for r in rows])
 
 
 # ------------------------------------------------------------------ patches
@@ -115,10 +116,10 @@ def patch_for_commit(session: Session, project: str, commit: str) -> PatchInfo |
 
 
 def deliveries(session: Session, *, project: str, environment: str, revision: int | None, at: datetime,
-               commits: list[str]) -> list[PatchDelivery]:
+               commits: list[str]) -> list[dict[str, Any]]:
     """The ``patch_deliveries`` rows a healthy deploy of ``commits`` adds: one per patch that no
     earlier healthy deploy of the environment shipped (commits unknown to the ledger are skipped)."""
-    out: list[PatchDelivery] = []
+    out: list[dict[str, Any]] = []
     seen: set[str] = set()
     for c in commits:
         p = patch_for_commit(session, project, c)
@@ -129,10 +130,10 @@ def deliveries(session: Session, *, project: str, environment: str, revision: in
             PatchDelivery.project == project, PatchDelivery.environment == environment,
             PatchDelivery.patch == p.key).limit(1))
         if already is None:
-            out.append(PatchDelivery(project=project, environment=environment, patch=p.key, change=p.change,
-                                     commit=c, title=p.title[:2000], revision=revision,
-                                     uploaded_at=epoch(p.uploaded_at), merged_at=epoch(p.merged_at),
-                                     delivered_at=epoch(at)))
+            out.append({"project": project, "environment": environment, "patch": p.key, "change": p.change,
+                        "commit": c, "title": p.title[:2000], "revision": revision,
+                        "uploaded_at": epoch(p.uploaded_at), "merged_at": epoch(p.merged_at),
+                        "delivered_at": epoch(at)})
     return out
 
 
@@ -165,12 +166,11 @@ def rebuild(db: Database, *, batch_size: int = 2000) -> dict[str, int]:
                                 "revision": r.revision, "kind": str(data.get("kind") or "deploy")[:20],
                                 "outcome": r.outcome, "commits": len(commits), "at": epoch(r.at)})
                 if r.outcome == "healthy" and commits:
-                    for d in deliveries(s, project=r.project, environment=r.environment, revision=r.revision,
-                                        at=r.at, commits=commits):
-                        d.event_id = r.id
-                        s.add(d)
-                        counts["patch_deliveries"] += 1
-                    s.flush()  # the next deploy must see these
+                    found = deliveries(s, project=r.project, environment=r.environment, revision=r.revision,
+                                       at=r.at, commits=commits)
+                    if found:  # inserted at once: the next deploy must see them
+                        s.execute(PatchDelivery.__table__.insert(), [{**d, "event_id": r.id} for d in found])
+                        counts["patch_deliveries"] += len(found)
             if runs:
                 s.execute(RunResult.__table__.insert(), runs)
             if deploys:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from . import derived
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .db import Database
 
 RETENTION_ENV = "CHUTE_LEDGER_RETENTION_DAYS"
+_INSERT = insert(Event.__table__).returning(Event.__table__.c.id)
 
 # The event kinds chute writes (docs/ledger.md documents each one's fields).
 KINDS = frozenset({
@@ -56,14 +57,20 @@ def record(
     at: datetime | None = None,
     data: dict[str, Any] | None = None,
 ) -> Event:
-    """Add one event to ``session``; identifying fields are filled from ``run``/``change``."""
+    """Insert one event in ``session``'s transaction; identifying fields come from ``run``/``change``.
+
+    The row (and its read-model rows, see ``derived``) is inserted at once with a plain INSERT
+    rather than through the ORM unit of work, which made ``record`` several times slower than the
+    database. The returned ``Event`` carries the values and the new id; it is not attached to
+    the session, so pass every field as an argument (changing the returned object stores nothing).
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown ledger event kind {kind!r}")
     if run is not None and run.id is None:
         session.flush()  # the event must carry the new run's id
     if run is not None and change is None:
         change = run.change
-    ev = Event(
+    values = dict(
         at=at or utcnow(),
         actor=actor,
         kind=kind,
@@ -82,7 +89,7 @@ def record(
         outcome=outcome,
         data=data or {},
     )
-    session.add(ev)
+    ev = Event(id=session.execute(_INSERT, values).scalar_one(), **values)
     derived.derive(session, ev)  # the read model (run/deploy results, patch deliveries), same transaction
     return ev
 

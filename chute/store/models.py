@@ -329,8 +329,6 @@ class DeployResult(Base):
     commits: Mapped[int] = mapped_column(Integer, default=0)  # how many commits it shipped
     at: Mapped[float] = mapped_column(Float)
 
-    event: Mapped[Event] = relationship()
-
 
 class RunResult(Base):
     """One row per ``run.finished``."""
@@ -353,8 +351,6 @@ class RunResult(Base):
     commit: Mapped[str] = mapped_column(String(64))
     rerun_of: Mapped[int | None] = mapped_column(Integer)
     at: Mapped[float] = mapped_column(Float)
-
-    event: Mapped[Event] = relationship()
 
 
 class PatchDelivery(Base):
@@ -382,8 +378,6 @@ class PatchDelivery(Base):
     uploaded_at: Mapped[float | None] = mapped_column(Float)
     merged_at: Mapped[float | None] = mapped_column(Float)
     delivered_at: Mapped[float] = mapped_column(Float)
-
-    event: Mapped[Event] = relationship()
 
 
 class Token(Base):
