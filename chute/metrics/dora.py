@@ -42,7 +42,6 @@ from .ledgerview import (
     deploy_started_times,
     deploying_projects,
     in_flight_count,
-    is_revert,
     load_rollbacks,
     reading,
 )
@@ -113,7 +112,7 @@ def compute_metrics(db: Database | Session, project: str | None = None, since: d
         "lead_time_from_merge_p90_seconds": p90(mg),
         "patches_delivered": len(delivered),
         "patches_in_flight": in_flight,
-        "revert_count": sum(1 for d in delivered if is_revert(d.title)),
+        "revert_count": sum(1 for d in delivered if d.revert),
         "change_failure_rate": len(failures) / count if count else None,
         "failed_deployment_count": len(failures),
         "rollback_count": sum(1 for r in rollbacks if r.kind == "rollback.finished" and in_period(r.at)),

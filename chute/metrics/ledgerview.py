@@ -65,10 +65,6 @@ def chunks(values: Iterable[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
         yield batch
 
 
-def is_revert(title: str | None) -> bool:
-    return bool(title) and (title.startswith('Revert "') or title.startswith("Revert '"))  # type: ignore[union-attr]
-
-
 # ------------------------------------------------------------------ deployments (light rows)
 @dataclass(slots=True)
 class DeployRow:
@@ -119,27 +115,19 @@ def deploying_projects(s: Session, *, project: str | None, environment: str, unt
 # ------------------------------------------------------------------ deliveries
 @dataclass(slots=True)
 class Delivered:
-    """A patch and its first healthy deploy in one environment; times in epoch seconds."""
+    """A patch's first healthy deploy in one environment; times in epoch seconds."""
 
-    project: str
-    change: str  # "" for a plainly pushed commit
-    commit: str
-    title: str
     delivered_at: float
     merged_at: float | None
     uploaded_at: float | None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.project, self.change) if self.change else (self.project, "@" + self.commit)
+    revert: bool
 
 
 def delivered_patches(s: Session, *, project: str | None, environment: str, since: datetime | None = None,
                       until: datetime | None = None, max_event_id: int | None = None) -> list[Delivered]:
     """Patches whose first healthy deploy to ``environment`` is in [since, until), each once
-    (read from ``patch_deliveries``)."""
-    q = select(PD.project, PD.change, PD.commit, PD.title, PD.delivered_at, PD.merged_at,
-               PD.uploaded_at).where(PD.environment == environment)
+    (read from ``patch_deliveries``: one row per patch and environment)."""
+    q = select(PD.delivered_at, PD.merged_at, PD.uploaded_at, PD.revert).where(PD.environment == environment)
     if project is not None:
         q = q.where(PD.project == project)
     if since is not None:
@@ -148,7 +136,7 @@ def delivered_patches(s: Session, *, project: str | None, environment: str, sinc
         q = q.where(PD.delivered_at < to_epoch(until))
     if max_event_id is not None:
         q = q.where(PD.event_id <= max_event_id)
-    return [Delivered(p, c, cm, t or "", d, m, u) for p, c, cm, t, d, m, u in s.execute(q)]
+    return [Delivered(*r) for r in s.execute(q)]
 
 
 def in_flight_count(s: Session, *, project: str | None, environment: str, since: datetime | None,

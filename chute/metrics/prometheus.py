@@ -90,6 +90,12 @@ class Histogram:
         self.sum += value * n
         self.count += n
 
+    def add_bucket(self, index: int, count: int, total: float) -> None:
+        """Add ``count`` observations known to fall in bucket ``index`` and sum to ``total``."""
+        self.counts[index] += count
+        self.sum += total
+        self.count += count
+
     def buckets(self) -> list[tuple[str, float]]:
         out, acc = [], 0
         for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
@@ -177,13 +183,8 @@ class LedgerFold:
                 select(PD.project, PD.environment, PD.uploaded_at, PD.merged_at, PD.delivered_at)
                 .where(PD.event_id <= hi)):
             self._observe_delivery(p, env, up, merged, delivered)
-        duration = epoch(SR.finished_at) - epoch(SR.started_at)
-        q = (select(Project.name, RN.pipeline, SR.name, duration)
-             .select_from(StageResult.__table__.join(Run.__table__, RN.id == SR.run_id)
-                          .join(Project.__table__, Project.id == RN.project_id))
-             .where(SR.status.in_(FINAL_STAGES), SR.started_at.is_not(None), SR.finished_at.is_not(None)))
-        for p, pipeline, stage, secs in s.execute(q):
-            _hist(self.stage_seconds, (p, pipeline, stage), STAGE_BUCKETS).observe(max(secs or 0.0, 0.0))
+        for p, pipeline, stage, bucket, n, total in s.execute(_stage_buckets(s)):
+            _hist(self.stage_seconds, (p, pipeline, stage), STAGE_BUCKETS).add_bucket(bucket, n, total or 0.0)
         # ids near the top that are not visible yet may belong to transactions still open
         visible = set(s.scalars(select(E.id).where(E.id > hi - COLD_GAP_WINDOW)))
         for gid in range(max(1, hi - COLD_GAP_WINDOW + 1), hi + 1):
@@ -270,6 +271,23 @@ class LedgerCollector(Collector):
         g = GaugeMetricFamily("chute_metrics_collect_seconds", "Time this scrape spent reading the database")
         g.add_metric([], time.perf_counter() - started)
         yield g
+
+
+def _stage_buckets(s: Session) -> Any:
+    """Finished stages grouped by project, pipeline, stage and histogram bucket, in SQL: each
+    duration is computed once in a subquery (which SQLite must not flatten, hence LIMIT -1),
+    then counted per bucket."""
+    raw = epoch(SR.finished_at) - epoch(SR.started_at)
+    sub = select(SR.run_id, SR.name, case((raw < 0, 0.0), else_=raw).label("d")).where(
+        SR.status.in_(FINAL_STAGES), SR.started_at.is_not(None), SR.finished_at.is_not(None))
+    if s.get_bind().dialect.name == "sqlite":
+        sub = sub.limit(-1)
+    d = sub.subquery("d")
+    bucket = case(*[(d.c.d <= bound, i) for i, bound in enumerate(STAGE_BUCKETS)], else_=len(STAGE_BUCKETS))
+    return (select(Project.name, RN.pipeline, d.c.name, bucket, func.count(), func.sum(d.c.d))
+            .select_from(d.join(Run.__table__, RN.id == d.c.run_id).join(Project.__table__,
+                                                                          Project.id == RN.project_id))
+            .group_by(Project.name, RN.pipeline, d.c.name, bucket))
 
 
 def _gauges(s: Session) -> Iterator[Metric]:

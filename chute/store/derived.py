@@ -1,6 +1,6 @@
 """The ledger's read model: narrow rows derived from events, written in the same transaction.
 
-``ledger.record`` calls :func:`derive` for every event it adds:
+``ledger.record`` calls :func:`derive_many` for the events it adds:
 
 - ``run.finished``    -> a ``run_results`` row (pipeline, trigger, outcome, rerun_of);
 - ``deploy.finished`` -> a ``deploy_results`` row, and for a healthy deploy one
@@ -13,6 +13,7 @@ ledger retention deletes derived rows with their events.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -51,26 +52,36 @@ def _int(v: Any) -> int | None:
         return None
 
 
-def derive(session: Session, ev: Event) -> None:
-    """Insert the read-model rows of one new event (``ev.id`` set; nothing for most kinds)."""
-    if ev.kind == "run.finished":
-        data = ev.data or {}
-        session.execute(RunResult.__table__.insert(), {
-            "event_id": ev.id, "run_id": ev.run_id, "project": ev.project,
-            "pipeline": str(data.get("pipeline") or "")[:200], "trigger": str(data.get("trigger") or "")[:40],
-            "outcome": ev.outcome, "commit": ev.commit, "rerun_of": _int(data.get("rerun_of")), "at": epoch(ev.at)})
-    elif ev.kind == "deploy.finished":
-        data = ev.data or {}
-        commits = shipped_commits(data)
-        session.execute(DeployResult.__table__.insert(), {
-            "event_id": ev.id, "project": ev.project, "environment": ev.environment, "revision": ev.revision,
-            "kind": str(data.get("kind") or "deploy")[:20], "outcome": ev.outcome, "commits": len(commits),
-            "at": epoch(ev.at)})
-        if ev.outcome == "healthy" and commits:
-            rows = deliveries(session, project=ev.project, environment=ev.environment, revision=ev.revision,
-                              at=ev.at, commits=commits)
-            if rows:
-                session.execute(PatchDelivery.__table__.insert(), [{**r, "event_id": ev.id} for r in rows])
+def derive_many(session: Session, events: Iterable[Any]) -> None:
+    """Insert the read-model rows of new events (``Recorded`` values, ids set; nothing for most
+    kinds), a statement per table."""
+    runs: list[dict[str, Any]] = []
+    deploys: list[dict[str, Any]] = []
+    delivered: list[dict[str, Any]] = []
+    for ev in events:
+        if ev.kind == "run.finished":
+            data = ev.data or {}
+            runs.append({"event_id": ev.id, "run_id": ev.run_id, "project": ev.project,
+                         "pipeline": str(data.get("pipeline") or "")[:200],
+                         "trigger": str(data.get("trigger") or "")[:40], "outcome": ev.outcome, "commit": ev.commit,
+                         "rerun_of": _int(data.get("rerun_of")), "at": epoch(ev.at)})
+        elif ev.kind == "deploy.finished":
+            data = ev.data or {}
+            commits = shipped_commits(data)
+            deploys.append({"event_id": ev.id, "project": ev.project, "environment": ev.environment,
+                            "revision": ev.revision, "kind": str(data.get("kind") or "deploy")[:20],
+                            "outcome": ev.outcome, "commits": len(commits), "at": epoch(ev.at)})
+            if ev.outcome == "healthy" and commits:
+                if delivered:  # an earlier deploy in this batch may have shipped the same patch
+                    session.connection().execute(PatchDelivery.__table__.insert(), delivered)
+                    delivered = []
+                delivered = [{**r, "event_id": ev.id} for r in deliveries(
+                    session, project=ev.project, environment=ev.environment, revision=ev.revision, at=ev.at,
+                    commits=commits)]
+    conn = session.connection() if runs or deploys or delivered else None
+    for table, rows in ((RunResult, runs), (DeployResult, deploys), (PatchDelivery, delivered)):
+        if rows and conn is not None:
+            conn.execute(table.__table__.insert(), rows)
 
 
 # ------------------------------------------------------------------ patches
@@ -87,6 +98,10 @@ class PatchInfo:
     @property
     def key(self) -> str:
         return self.change or "@" + self.commit
+
+    @property
+    def is_revert(self) -> bool:
+        return self.title.startswith('Revert "') or self.title.startswith("Revert '")
 
 
 def first_upload(session: Session, project: str, change: str) -> datetime | None:
@@ -131,7 +146,7 @@ def deliveries(session: Session, *, project: str, environment: str, revision: in
             PatchDelivery.patch == p.key).limit(1))
         if already is None:
             out.append({"project": project, "environment": environment, "patch": p.key, "change": p.change,
-                        "commit": c, "title": p.title[:2000], "revision": revision,
+                        "commit": c, "title": p.title[:2000], "revert": p.is_revert, "revision": revision,
                         "uploaded_at": epoch(p.uploaded_at), "merged_at": epoch(p.merged_at),
                         "delivered_at": epoch(at)})
     return out

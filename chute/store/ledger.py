@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,33 @@ KINDS = frozenset({
 })
 
 
-def record(
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An event as ``record`` inserted it: the ``Event`` columns, by the same names, and its id.
+
+    A plain value, not an ORM object: building an instrumented ``Event`` for every insert
+    cost more than the insert itself. ``to_json`` accepts it like an ``Event``.
+    """
+
+    id: int
+    at: datetime
+    actor: str
+    kind: str
+    project: str
+    change: str
+    patchset: int
+    commit: str
+    run_id: int | None
+    stage: str
+    image_digest: str
+    environment: str
+    revision: int | None
+    command: str
+    outcome: str
+    data: dict[str, Any]
+
+
+def _values(
     session: Session,
     kind: str,
     *,
@@ -56,21 +83,15 @@ def record(
     commit: str | None = None,
     at: datetime | None = None,
     data: dict[str, Any] | None = None,
-) -> Event:
-    """Insert one event in ``session``'s transaction; identifying fields come from ``run``/``change``.
-
-    The row (and its read-model rows, see ``derived``) is inserted at once with a plain INSERT
-    rather than through the ORM unit of work, which made ``record`` several times slower than the
-    database. The returned ``Event`` carries the values and the new id; it is not attached to
-    the session, so pass every field as an argument (changing the returned object stores nothing).
-    """
+) -> dict[str, Any]:
+    """The column values of one event; identifying fields come from ``run``/``change``."""
     if kind not in KINDS:
         raise ValueError(f"unknown ledger event kind {kind!r}")
     if run is not None and run.id is None:
         session.flush()  # the event must carry the new run's id
     if run is not None and change is None:
         change = run.change
-    values = dict(
+    return dict(
         at=at or utcnow(),
         actor=actor,
         kind=kind,
@@ -89,12 +110,61 @@ def record(
         outcome=outcome,
         data=data or {},
     )
-    ev = Event(id=session.execute(_INSERT, values).scalar_one(), **values)
-    derived.derive(session, ev)  # the read model (run/deploy results, patch deliveries), same transaction
+
+
+def record(
+    session: Session,
+    kind: str,
+    *,
+    actor: str = "",
+    run: Run | None = None,
+    change: Change | None = None,
+    project: str | None = None,
+    stage: str = "",
+    image_digest: str = "",
+    environment: str = "",
+    revision: int | None = None,
+    command: str = "",
+    outcome: str = "",
+    commit: str | None = None,
+    at: datetime | None = None,
+    data: dict[str, Any] | None = None,
+) -> Recorded:
+    """Insert one event in ``session``'s transaction; identifying fields come from ``run``/``change``.
+
+    The row (and its read-model rows, see ``derived``) is inserted at once with a plain INSERT
+    rather than through the ORM unit of work, which made ``record`` several times slower. It
+    returns the values and the new id (``Recorded``); pass every field as an argument.
+    """
+    values = _values(session, kind, actor=actor, run=run, change=change, project=project, stage=stage,
+                     image_digest=image_digest, environment=environment, revision=revision, command=command,
+                     outcome=outcome, commit=commit, at=at, data=data)
+    ev = Recorded(id=session.connection().execute(_INSERT, values).scalar_one(), **values)
+    derived.derive_many(session, [ev])  # the read model (run/deploy results, patch deliveries), same transaction
     return ev
 
 
-def to_json(ev: Event) -> dict[str, Any]:
+def record_many(session: Session, events: list[dict[str, Any]]) -> list[Recorded]:
+    """Insert several events at once (each a dict of ``record``'s arguments, ``kind`` included),
+    in order, with one multi-row INSERT: for code that writes a handful of events together (a
+    finished run's stages, images and result), several times faster than one ``record`` each."""
+    rows = [_values(session, **e) for e in events]
+    if not rows:
+        return []
+    conn = session.connection()
+    table = Event.__table__
+    if conn.dialect.name == "postgresql":
+        ids = list(conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
+    else:
+        # SQLite gives the rows of one INSERT consecutive rowids in VALUES order (under the write
+        # lock of this transaction); RETURNING's order is not promised, the ids' order is.
+        ids = sorted(conn.execute(insert(table).returning(table.c.id), rows).scalars())
+    evs = [Recorded(id=i, **r) for i, r in zip(ids, rows, strict=True)]
+    derived.derive_many(session, evs)
+    return evs
+
+
+def to_json(ev: Event | Recorded) -> dict[str, Any]:
     """The stable export schema (one JSON object per line in ``chute events export``)."""
     return {
         "id": ev.id,

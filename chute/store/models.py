@@ -374,6 +374,7 @@ class PatchDelivery(Base):
     change: Mapped[str] = mapped_column(String(100), default="")
     commit: Mapped[str] = mapped_column(String(64))  # the shipped commit that belongs to the patch
     title: Mapped[str] = mapped_column(Text, default="")
+    revert: Mapped[bool] = mapped_column(Boolean, default=False)  # the title starts with 'Revert "'
     revision: Mapped[int | None] = mapped_column(Integer)
     uploaded_at: Mapped[float | None] = mapped_column(Float)
     merged_at: Mapped[float | None] = mapped_column(Float)

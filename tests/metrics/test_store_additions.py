@@ -121,3 +121,25 @@ def test_retention_deletes_the_derived_rows_too(db: Database) -> None:
         kept = set(s.scalars(select(Event.id)))
     assert all(r[0] in kept for table in rows.values() for r in table)
     assert len(rows["deploy_results"]) == 5  # production revisions 6 to 10
+
+
+def test_record_many_keeps_order_ids_and_read_model(db: Database) -> None:
+    from chute.store import RunResult, ledger
+
+    with db.session() as s:
+        one = ledger.record(s, "run.queued", project="p", data={"pipeline": "test", "trigger": "webhook"})
+        evs = ledger.record_many(s, [
+            {"kind": "stage.finished", "project": "p", "stage": f"s{i}", "outcome": "success", "at": T0 + i * D}
+            for i in range(30)] + [
+            {"kind": "run.finished", "project": "p", "outcome": "success", "commit": "c" * 40,
+             "data": {"pipeline": "test", "trigger": "rerun", "rerun_of": 7}}])
+    assert [e.id for e in evs] == list(range(one.id + 1, one.id + 32))
+    with db.read_session() as s:
+        stored = [(e.id, e.kind, e.stage, e.at) for e in s.scalars(select(Event).where(Event.id > one.id)
+                                                                    .order_by(Event.id))]
+        rr = s.execute(select(RunResult.event_id, RunResult.trigger, RunResult.rerun_of)).all()
+    assert stored == [(e.id, e.kind, e.stage, e.at) for e in evs]
+    assert [x[2] for x in stored[:30]] == [f"s{i}" for i in range(30)]
+    assert rr == [(evs[-1].id, "rerun", 7)]
+    with pytest.raises(ValueError), db.session() as s:
+        ledger.record_many(s, [{"kind": "no.such.kind", "project": "p"}])

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 18:01:48.033746
+Create Date: 2026-11-26 18:47:38.066388
 """
 
 from alembic import op
@@ -145,6 +145,7 @@ def upgrade() -> None:
     sa.Column('change', sa.String(length=100), nullable=False),
     sa.Column('commit', sa.String(length=64), nullable=False),
     sa.Column('title', sa.Text(), nullable=False),
+    sa.Column('revert', sa.Boolean(), nullable=False),
     sa.Column('revision', sa.Integer(), nullable=True),
     sa.Column('uploaded_at', sa.Float(), nullable=True),
     sa.Column('merged_at', sa.Float(), nullable=True),
