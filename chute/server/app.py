@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
         return JSONResponse(body, status_code=exc.status)
 
     from .api import agents, deployments, projects, runs
+    from .api import metrics as metrics_api
     from .blubberoid import make_router as blubberoid_router
     from .blubberoid import policy_from_env as blubber_policy
     from .reporting import report_run
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     app.include_router(runs.router)
     app.include_router(agents.router)
     app.include_router(deployments.router)
+    metrics_api.install(app)  # metrics API, /metrics (Prometheus), dashboard and trace pages
 
     from .ui import install as install_ui
 

@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from chute.paths import chute_home
 
+READ_ONLY_OPTION = "chute_read_only"
+
 
 def database_url(explicit: str | None = None) -> str:
     url = explicit or os.environ.get("DATABASE_URL")
@@ -37,8 +39,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Any) -> None:
     # pysqlite's implicit BEGIN is deferred, which lets two writers deadlock on
     # upgrade; BEGIN IMMEDIATE takes the write lock up front (the "single-writer
-    # transaction" the queue relies on).
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # transaction" the queue relies on). Read-only sessions (see
+    # Database.read_session) take a plain deferred BEGIN: a WAL snapshot that
+    # never blocks writers, however long a report or an export runs.
+    read_only = conn.get_execution_options().get(READ_ONLY_OPTION)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str | None = None) -> Engine:
@@ -63,6 +68,8 @@ class Database:
         self.url = database_url(url)
         self.engine = make_engine(self.url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_factory = sessionmaker(self.engine.execution_options(**{READ_ONLY_OPTION: True}),
+                                          expire_on_commit=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -78,6 +85,20 @@ class Database:
             s.rollback()
             raise
         finally:
+            s.close()
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reading only (reports, exports, metrics); rolled back at the end.
+
+        On SQLite it does not take the write lock, so a long read never makes
+        writers wait; on PostgreSQL it is an ordinary transaction.
+        """
+        s = self._read_factory()
+        try:
+            yield s
+        finally:
+            s.rollback()
             s.close()
 
     def migrate(self) -> None:

@@ -323,6 +323,9 @@ class Event(Base):
         Index("ix_events_change", "project", "change", "patchset"),
         Index("ix_events_run", "run_id"),
         Index("ix_events_env", "project", "environment", "at"),
+        # per-kind reads of one project (metrics, traces); with change and at it also covers
+        # "first upload of each change" without touching the table
+        Index("ix_events_kind_project_change_at", "kind", "project", "change", "at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -341,6 +344,87 @@ class Event(Base):
     command: Mapped[str] = mapped_column(Text, default="")
     outcome: Mapped[str] = mapped_column(String(40), default="")
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# ------------------------------------------------------------------ the ledger's read model
+# Derived from the events, never written on their own: ``ledger.record`` adds these rows with
+# their event, in the same transaction, and ``derived.rebuild`` recomputes them from the
+# events. They are narrow copies of the facts the metrics scan, so that a dashboard reads a
+# few small rows per deployment, run or patch instead of wide, scattered event rows. Their
+# times are epoch seconds (floats, UTC): the metrics do arithmetic on them, and converting a
+# timestamp per row would cost more than the query.
+
+
+class DeployResult(Base):
+    """One row per ``deploy.finished``."""
+
+    __tablename__ = "deploy_results"
+    __table_args__ = (
+        Index("ix_deploy_results_env_at", "environment", "at"),
+        Index("ix_deploy_results_env_project_at", "environment", "project", "at"),
+        Index("ix_deploy_results_event", "event_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    project: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(100))
+    revision: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(20))  # deploy | rollback | auto-rollback
+    outcome: Mapped[str] = mapped_column(String(40))
+    commits: Mapped[int] = mapped_column(Integer, default=0)  # how many commits it shipped
+    at: Mapped[float] = mapped_column(Float)
+
+
+class RunResult(Base):
+    """One row per ``run.finished``."""
+
+    __tablename__ = "run_results"
+    __table_args__ = (
+        # flakiness per pipeline, grouped in index order without touching the table
+        Index("ix_run_results_pipeline", "project", "pipeline", "at", "outcome", "trigger"),
+        Index("ix_run_results_run", "run_id"),
+        Index("ix_run_results_event", "event_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    project: Mapped[str] = mapped_column(String(200))
+    pipeline: Mapped[str] = mapped_column(String(200))
+    trigger: Mapped[str] = mapped_column(String(40))
+    outcome: Mapped[str] = mapped_column(String(40))
+    commit: Mapped[str] = mapped_column(String(64))
+    rerun_of: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class PatchDelivery(Base):
+    """The first healthy deployment of each patch to each environment (docs/ledger.md, "How the
+    pieces link"): written when a healthy ``deploy.finished`` lists one of the patch's commits
+    and no earlier healthy deploy of that environment did."""
+
+    __tablename__ = "patch_deliveries"
+    __table_args__ = (
+        UniqueConstraint("project", "environment", "patch", name="uq_patch_delivery"),
+        Index("ix_patch_deliveries_env_at", "environment", "delivered_at"),
+        Index("ix_patch_deliveries_env_project_at", "environment", "project", "delivered_at"),
+        Index("ix_patch_deliveries_event", "event_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))  # the deploy.finished
+    project: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(100))
+    patch: Mapped[str] = mapped_column(String(100))  # the change number, or "@" + commit for a plain push
+    change: Mapped[str] = mapped_column(String(100), default="")
+    commit: Mapped[str] = mapped_column(String(64))  # the shipped commit that belongs to the patch
+    title: Mapped[str] = mapped_column(Text, default="")
+    revert: Mapped[bool] = mapped_column(Boolean, default=False)  # the title starts with 'Revert "'
+    revision: Mapped[int | None] = mapped_column(Integer)
+    uploaded_at: Mapped[float | None] = mapped_column(Float)
+    merged_at: Mapped[float | None] = mapped_column(Float)
+    delivered_at: Mapped[float] = mapped_column(Float)
 
 
 class Token(Base):

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 17:59:16.068266
+Create Date: 2026-11-26 19:15:17.198499
 """
 
 from alembic import op
@@ -50,6 +50,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_events_commit', ['commit'], unique=False)
         batch_op.create_index('ix_events_env', ['project', 'environment', 'at'], unique=False)
         batch_op.create_index('ix_events_kind_at', ['kind', 'at'], unique=False)
+        batch_op.create_index('ix_events_kind_project_change_at', ['kind', 'project', 'change', 'at'], unique=False)
         batch_op.create_index('ix_events_project_at', ['project', 'at'], unique=False)
         batch_op.create_index('ix_events_run', ['run_id'], unique=False)
 
@@ -106,6 +107,24 @@ def upgrade() -> None:
         batch_op.create_index('ix_changes_project_commit', ['project_id', 'commit'], unique=False)
         batch_op.create_index('ix_changes_project_number', ['project_id', 'number'], unique=False)
 
+    op.create_table('deploy_results',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.Integer(), nullable=False),
+    sa.Column('project', sa.String(length=200), nullable=False),
+    sa.Column('environment', sa.String(length=100), nullable=False),
+    sa.Column('revision', sa.Integer(), nullable=True),
+    sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('outcome', sa.String(length=40), nullable=False),
+    sa.Column('commits', sa.Integer(), nullable=False),
+    sa.Column('at', sa.Float(), nullable=False),
+    sa.ForeignKeyConstraint(['event_id'], ['events.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('deploy_results', schema=None) as batch_op:
+        batch_op.create_index('ix_deploy_results_env_at', ['environment', 'at'], unique=False)
+        batch_op.create_index('ix_deploy_results_env_project_at', ['environment', 'project', 'at'], unique=False)
+        batch_op.create_index('ix_deploy_results_event', ['event_id'], unique=False)
+
     op.create_table('environments',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('project_id', sa.Integer(), nullable=False),
@@ -118,6 +137,48 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('project_id', 'name', name='uq_env_name')
     )
+    op.create_table('patch_deliveries',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.Integer(), nullable=False),
+    sa.Column('project', sa.String(length=200), nullable=False),
+    sa.Column('environment', sa.String(length=100), nullable=False),
+    sa.Column('patch', sa.String(length=100), nullable=False),
+    sa.Column('change', sa.String(length=100), nullable=False),
+    sa.Column('commit', sa.String(length=64), nullable=False),
+    sa.Column('title', sa.Text(), nullable=False),
+    sa.Column('revert', sa.Boolean(), nullable=False),
+    sa.Column('revision', sa.Integer(), nullable=True),
+    sa.Column('uploaded_at', sa.Float(), nullable=True),
+    sa.Column('merged_at', sa.Float(), nullable=True),
+    sa.Column('delivered_at', sa.Float(), nullable=False),
+    sa.ForeignKeyConstraint(['event_id'], ['events.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('project', 'environment', 'patch', name='uq_patch_delivery')
+    )
+    with op.batch_alter_table('patch_deliveries', schema=None) as batch_op:
+        batch_op.create_index('ix_patch_deliveries_env_at', ['environment', 'delivered_at'], unique=False)
+        batch_op.create_index('ix_patch_deliveries_env_project_at', ['environment', 'project', 'delivered_at'], unique=False)
+        batch_op.create_index('ix_patch_deliveries_event', ['event_id'], unique=False)
+
+    op.create_table('run_results',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.Integer(), nullable=False),
+    sa.Column('run_id', sa.Integer(), nullable=True),
+    sa.Column('project', sa.String(length=200), nullable=False),
+    sa.Column('pipeline', sa.String(length=200), nullable=False),
+    sa.Column('trigger', sa.String(length=40), nullable=False),
+    sa.Column('outcome', sa.String(length=40), nullable=False),
+    sa.Column('commit', sa.String(length=64), nullable=False),
+    sa.Column('rerun_of', sa.Integer(), nullable=True),
+    sa.Column('at', sa.Float(), nullable=False),
+    sa.ForeignKeyConstraint(['event_id'], ['events.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('run_results', schema=None) as batch_op:
+        batch_op.create_index('ix_run_results_event', ['event_id'], unique=False)
+        batch_op.create_index('ix_run_results_pipeline', ['project', 'pipeline', 'at', 'outcome', 'trigger'], unique=False)
+        batch_op.create_index('ix_run_results_run', ['run_id'], unique=False)
+
     op.create_table('webhook_deliveries',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('project_id', sa.Integer(), nullable=False),
@@ -312,7 +373,25 @@ def downgrade() -> None:
 
     op.drop_table('runs')
     op.drop_table('webhook_deliveries')
+    with op.batch_alter_table('run_results', schema=None) as batch_op:
+        batch_op.drop_index('ix_run_results_run')
+        batch_op.drop_index('ix_run_results_pipeline')
+        batch_op.drop_index('ix_run_results_event')
+
+    op.drop_table('run_results')
+    with op.batch_alter_table('patch_deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_patch_deliveries_event')
+        batch_op.drop_index('ix_patch_deliveries_env_project_at')
+        batch_op.drop_index('ix_patch_deliveries_env_at')
+
+    op.drop_table('patch_deliveries')
     op.drop_table('environments')
+    with op.batch_alter_table('deploy_results', schema=None) as batch_op:
+        batch_op.drop_index('ix_deploy_results_event')
+        batch_op.drop_index('ix_deploy_results_env_project_at')
+        batch_op.drop_index('ix_deploy_results_env_at')
+
+    op.drop_table('deploy_results')
     with op.batch_alter_table('changes', schema=None) as batch_op:
         batch_op.drop_index('ix_changes_project_number')
         batch_op.drop_index('ix_changes_project_commit')
@@ -326,6 +405,7 @@ def downgrade() -> None:
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_run')
         batch_op.drop_index('ix_events_project_at')
+        batch_op.drop_index('ix_events_kind_project_change_at')
         batch_op.drop_index('ix_events_kind_at')
         batch_op.drop_index('ix_events_env')
         batch_op.drop_index('ix_events_commit')
