@@ -501,6 +501,59 @@ def environments(
     raise typer.Exit(_call(lambda: environments_command(c, project, as_json=json_out)))
 
 
+@app.command()
+def metrics(
+    project: str | None = typer.Option(None, "--project", "-P", help="Only this project."),
+    since: str | None = typer.Option(None, "--since", help="Start date (YYYY-MM-DD or ISO time)."),
+    until: str | None = typer.Option(None, "--until", help="End date."),
+    environment: str = typer.Option("production", "--environment", "-e", help="The environment that counts."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON (deployment_count, lead_time_*, ...)."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Delivery metrics (DORA) from the ledger: deploys, lead time per patch, failure rate, time to restore."""
+    from chute.metrics.cli import metrics_command
+
+    raise typer.Exit(metrics_command(project, since, json_out, until=until, environment=environment,
+                                     server=server, token=token))
+
+
+@app.command()
+def trace(
+    target: str = typer.Argument(..., help="A change number, a commit sha, or ENV@REVISION (production@12)."),
+    project: str = typer.Option(..., "--project", "-P", help="Project name."),
+    environment: str = typer.Option("production", "--environment", "-e", help="Where the journey ends."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """A patch's journey to production, or every change a deployment shipped."""
+    from chute.metrics.cli import trace_command
+
+    raise typer.Exit(trace_command(target, project, json_out, environment=environment, server=server,
+                                   token=token))
+
+
+events_app = typer.Typer(help="The event ledger.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("export")
+def events_export(
+    project: str | None = typer.Option(None, "--project", "-P", help="Only this project."),
+    since: str | None = typer.Option(None, "--since", help="Start date (YYYY-MM-DD or ISO time)."),
+    until: str | None = typer.Option(None, "--until", help="End date."),
+    es: str | None = typer.Option(None, "--es", envvar="CHUTE_ES_URL",
+                                  help="Bulk-index into Elasticsearch/OpenSearch at this URL instead of printing."),
+    server: str | None = ServerOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Export events as JSON lines (one per line, a stable schema: docs/ledger.md)."""
+    from chute.metrics.cli import events_export_command
+
+    raise typer.Exit(events_export_command(project, since, es, until=until, server=server, token=token))
+
+
 def version_callback(value: bool) -> None:
     if value:
         typer.echo(f"chute {__version__}")

@@ -120,7 +120,11 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
             state.threads.append(state.start_post_worker())
             state.threads.append(_background(state, "reaper", lambda: _reap(state), settings.reap_interval))
             state.threads.append(_background(state, "poller", lambda: poll_once(state), settings.poll_interval))
+            from chute.store.ledger import apply_retention
+
             from .gerrit_stream import run_stream
+
+            state.threads.append(_background(state, "retention", lambda: apply_retention(db), 3600.0))
 
             state.threads.append(_background(state, "gerrit-stream", lambda: run_stream(state), 1.0))
             if settings.embedded_agent:
