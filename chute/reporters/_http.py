@@ -19,6 +19,10 @@ from .base import ReportError
 
 log = logging.getLogger("chute.reporters")
 
+# A module-level name so tests can replace the back-off sleep without touching time.sleep
+# for every other thread in the process.
+backoff_sleep = time.sleep
+
 USER_AGENT = f"chute/{__version__}"
 DETAIL_LIMIT = 300
 
@@ -78,7 +82,7 @@ class ApiClient:
         last_detail = ""
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
+                backoff_sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 response = self._client.post(url, json=payload)
             except httpx.TransportError as exc:

@@ -23,5 +23,5 @@ def fixture_json(name: str) -> dict[str, Any]:
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record retry back-off sleeps instead of sleeping."""
     slept: list[float] = []
-    monkeypatch.setattr("chute.reporters._http.time.sleep", slept.append)
+    monkeypatch.setattr("chute.reporters._http.backoff_sleep", slept.append)
     return slept
