@@ -1,7 +1,7 @@
 """The pipeline runner against the same work done by a shell script; cold vs rerun; parallel stages.
 
     CONTAINERS_CONF=/etc/chute/containers.conf .venv/bin/python bench/run_bench.py [--rounds 5]
-        [--cold-rounds 1] [--only cold,overhead,parallel] [--json out.json]
+        [--cold-rounds 1] [--only cold,overhead,parallel] [--json out.json] [--compare-with DIR]
 
 Three measurements, all with real podman and a real registry (Debian's
 docker-registry on a free 127.0.0.1 port, started here):
@@ -20,7 +20,10 @@ docker-registry on a free 127.0.0.1 port, started here):
   and build args, labels, ignore file), ``podman run`` of the test image with the
   same isolation flags, ``podman tag`` + ``podman push`` of the production image
   under the same three tags, and the same cleanup. Alternating (A B, B A, ...),
-  medians reported. Goal: ratio <= 1.10.
+  medians reported. Goal: ratio <= 1.10. ``--compare-with DIR`` adds a third
+  contestant in the same rotation: ``chute run`` with the ``chute`` package of
+  another source tree first on ``PYTHONPATH`` (e.g. ``git archive`` of an older
+  commit), for before/after figures under the same load.
 * **parallel**: two independent stages that each run ``sleep 5`` in an image a
   first stage builds (``execution: [[image, a], [image, b]]``), against the same
   two stages one after the other (``[[image, a, b]]``). Reported: the time from
@@ -213,12 +216,16 @@ class Bench:
         return dest
 
     # ------------------------------------------------------------------ runs
-    def chute_run(self, repo: Path, pipeline: str, registry: bool = True) -> tuple[float, dict[str, Any]]:
+    def chute_run(self, repo: Path, pipeline: str, registry: bool = True,
+                  other_tree: Path | None = None) -> tuple[float, dict[str, Any]]:
         args = [*self.chute, "run", pipeline, "--json"]
         if registry:
             args += ["--registry", f"http://{self.registry}"]
+        env = {**ENV, "PYTHONPATH": str(other_tree)} if other_tree else None
+        if other_tree:
+            args = [sys.executable, "-m", "chute", *args[len(self.chute):]]
         t0 = time.perf_counter()
-        proc = sh(*args, cwd=repo, check=False)
+        proc = sh(*args, cwd=repo, check=False, env=env)
         elapsed = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"chute run {pipeline} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
@@ -261,24 +268,30 @@ class Bench:
               f"{rerun_med / cold_med:.1%} (goal <= 25%)", flush=True)
         return greeter
 
-    def overhead(self, greeter: Path) -> None:
-        self.chute_run(greeter, "publish")  # warm-up: both share this cache
-        self.baseline_run(greeter)
-        chute_s: list[float] = []
-        shell_s: list[float] = []
+    def overhead(self, greeter: Path, other_tree: Path | None = None) -> None:
+        contestants = {"chute": lambda: self.chute_run(greeter, "publish")[0],
+                       "shell": lambda: self.baseline_run(greeter)}
+        if other_tree is not None:
+            contestants["other"] = lambda: self.chute_run(greeter, "publish", other_tree=other_tree)[0]
+        for run in contestants.values():  # warm-up: all share this cache
+            run()
+        samples: dict[str, list[float]] = {name: [] for name in contestants}
+        names = list(contestants)
         for i in range(self.rounds):
-            order = ("chute", "shell") if i % 2 == 0 else ("shell", "chute")
-            for which in order:
-                if which == "chute":
-                    chute_s.append(self.chute_run(greeter, "publish")[0])
-                else:
-                    shell_s.append(self.baseline_run(greeter))
-            print(f"  round {i + 1}: chute {chute_s[-1]:.2f} s, shell {shell_s[-1]:.2f} s", flush=True)
-        a, b = statistics.median(chute_s), statistics.median(shell_s)
-        self.results["overhead"] = {"chute_s": a, "shell_s": b, "ratio": a / b, "chute_samples": chute_s,
-                                    "shell_samples": shell_s}
-        print(f"overhead: chute run {a:.2f} s, shell script {b:.2f} s (medians of {self.rounds}), "
-              f"ratio {a / b:.3f} (goal <= 1.10)", flush=True)
+            order = names[i % len(names):] + names[:i % len(names)]  # rotate who goes first
+            for name in (order if i % 2 == 0 else order[::-1]):
+                samples[name].append(contestants[name]())
+            print(f"  round {i + 1}: " + ", ".join(f"{n} {samples[n][-1]:.2f} s" for n in names), flush=True)
+        med = {n: statistics.median(v) for n, v in samples.items()}
+        self.results["overhead"] = {"chute_s": med["chute"], "shell_s": med["shell"],
+                                    "ratio": med["chute"] / med["shell"], "samples": samples}
+        print(f"overhead: chute run {med['chute']:.2f} s, shell script {med['shell']:.2f} s (medians of "
+              f"{self.rounds}), ratio {med['chute'] / med['shell']:.3f} (goal <= 1.10)", flush=True)
+        if other_tree is not None:
+            self.results["overhead"].update(other_s=med["other"], other_ratio=med["other"] / med["shell"],
+                                            other_tree=str(other_tree))
+            print(f"          chute from {other_tree}: {med['other']:.2f} s, ratio "
+                  f"{med['other'] / med['shell']:.3f}", flush=True)
 
     def parallel(self) -> None:
         base = self.bases[-1] if self.bases else self.fresh_base()
@@ -341,6 +354,7 @@ def main() -> None:
     parser.add_argument("--cold-rounds", type=int, default=1, help="cold/rerun pairs (each builds from scratch)")
     parser.add_argument("--only", default="cold,overhead,parallel", help="comma-separated sections")
     parser.add_argument("--json", dest="json_out", help="also write the figures to this file")
+    parser.add_argument("--compare-with", type=Path, help="a chute source tree to time as well (overhead)")
     args = parser.parse_args()
     sections = set(args.only.split(","))
     if shutil.which("podman") is None or shutil.which("docker-registry") is None:
@@ -360,7 +374,7 @@ def main() -> None:
         if "overhead" in sections:
             if greeter is None:
                 greeter = bench.repo("greeter", bench.fresh_base(), source=ROOT / "examples" / "greeter")
-            bench.overhead(greeter)
+            bench.overhead(greeter, args.compare_with)
         if "parallel" in sections:
             bench.parallel()
     finally:
