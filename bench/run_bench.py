@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import shutil
 import socket
@@ -183,6 +184,7 @@ class Bench:
         self.bases: list[str] = []
         self.tokens: set[str] = set()
         self.results: dict[str, Any] = {}
+        self.last_cpu = 0.0  # CPU seconds of the last measured command's processes (see _children_cpu)
 
     # ------------------------------------------------------------------ setup
     def fresh_base(self) -> str:
@@ -224,9 +226,9 @@ class Bench:
         env = {**ENV, "PYTHONPATH": str(other_tree)} if other_tree else None
         if other_tree:
             args = [sys.executable, "-m", "chute", *args[len(self.chute):]]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _children_cpu()
         proc = sh(*args, cwd=repo, check=False, env=env)
-        elapsed = time.perf_counter() - t0
+        elapsed, self.last_cpu = time.perf_counter() - t0, _children_cpu() - c0
         if proc.returncode != 0:
             raise SystemExit(f"chute run {pipeline} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}")
         return elapsed, json.loads(proc.stdout)
@@ -239,9 +241,9 @@ class Bench:
         env = {**ENV, "REPO": str(repo), "REGISTRY": self.registry, "CHUTE": self.chute[0] if len(self.chute) == 1
                else f"{sys.executable} -m chute", "CA_BUNDLE": str(CA_BUNDLE), "CA_IN": CA_IN_CONTAINER,
                "CAP_DROPS": " ".join(f"--cap-drop={c}" for c in ALL_CAPABILITIES if c not in KEPT_CAPS)}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _children_cpu()
         proc = sh("bash", str(script), check=False, env=env)
-        elapsed = time.perf_counter() - t0
+        elapsed, self.last_cpu = time.perf_counter() - t0, _children_cpu() - c0
         if proc.returncode != 0:
             raise SystemExit(f"baseline failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return elapsed
@@ -276,22 +278,28 @@ class Bench:
         for run in contestants.values():  # warm-up: all share this cache
             run()
         samples: dict[str, list[float]] = {name: [] for name in contestants}
+        cpu: dict[str, list[float]] = {name: [] for name in contestants}
         names = list(contestants)
         for i in range(self.rounds):
             order = names[i % len(names):] + names[:i % len(names)]  # rotate who goes first
             for name in (order if i % 2 == 0 else order[::-1]):
                 samples[name].append(contestants[name]())
-            print(f"  round {i + 1}: " + ", ".join(f"{n} {samples[n][-1]:.2f} s" for n in names), flush=True)
+                cpu[name].append(self.last_cpu)
+            print(f"  round {i + 1}: " + ", ".join(f"{n} {samples[n][-1]:.2f} s (CPU {cpu[n][-1]:.2f} s)"
+                                                   for n in names), flush=True)
         med = {n: statistics.median(v) for n, v in samples.items()}
+        mcpu = {n: statistics.median(v) for n, v in cpu.items()}
         self.results["overhead"] = {"chute_s": med["chute"], "shell_s": med["shell"],
-                                    "ratio": med["chute"] / med["shell"], "samples": samples}
+                                    "ratio": med["chute"] / med["shell"], "samples": samples,
+                                    "cpu_chute_s": mcpu["chute"], "cpu_shell_s": mcpu["shell"], "cpu": cpu}
         print(f"overhead: chute run {med['chute']:.2f} s, shell script {med['shell']:.2f} s (medians of "
-              f"{self.rounds}), ratio {med['chute'] / med['shell']:.3f} (goal <= 1.10)", flush=True)
+              f"{self.rounds}), ratio {med['chute'] / med['shell']:.3f} (goal <= 1.10); CPU time of the "
+              f"processes started {mcpu['chute']:.2f} s vs {mcpu['shell']:.2f} s", flush=True)
         if other_tree is not None:
             self.results["overhead"].update(other_s=med["other"], other_ratio=med["other"] / med["shell"],
-                                            other_tree=str(other_tree))
+                                            other_tree=str(other_tree), cpu_other_s=mcpu["other"])
             print(f"          chute from {other_tree}: {med['other']:.2f} s, ratio "
-                  f"{med['other'] / med['shell']:.3f}", flush=True)
+                  f"{med['other'] / med['shell']:.3f}, CPU {mcpu['other']:.2f} s", flush=True)
 
     def parallel(self) -> None:
         base = self.bases[-1] if self.bases else self.fresh_base()
@@ -328,6 +336,14 @@ class Bench:
             doomed = [i["Id"] for i in sorted(mine, key=lambda i: i.get("Created", 0), reverse=True)]
             for start in range(0, len(doomed), 50):
                 sh("podman", "rmi", "--force", "--ignore", *doomed[start:start + 50], check=False)
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of finished child processes (and theirs): the podman CLI calls and
+    chute itself, not the containers (conmon is not a child). Less sensitive to a busy machine than
+    wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _stage_durations(doc: dict[str, Any]) -> str:
