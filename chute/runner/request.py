@@ -33,7 +33,7 @@ class RunRequest:
     max_parallel: int = 4
     run_timeout: float = 20 * 60.0  # PipelineLib's hard-coded 20 minutes, here a default
     build_timeout: float = 60 * 60.0
-    keep_images: bool = False  # keep the local tags of built images after the run
+    keep_images: bool = False  # keep the local tags of built (and pushed) images after the run
     config_path: str = ".pipeline/config.yaml"
 
 

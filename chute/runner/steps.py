@@ -197,6 +197,9 @@ def publish(rt: Runtime, stage: str, cfg: dict[str, Any], log: Any) -> dict[str,
     digest = digests.pop()
     with rt.lock:
         rt.images.append({"stage": stage, "name": repo, "tags": tags, "digest": digest})
+        # Pushing left a local tag per ref; the registry has the image now, and a tag per run
+        # (the timestamp tag) would otherwise keep every published image in local storage forever.
+        rt.local_images.extend(f"{repo}:{t}" for t in tags)
     log(f"chute: published {repo}:{tags[0]}@{digest}\n")
     return publish_exports(name, tags, host, ns)
 

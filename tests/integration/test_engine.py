@@ -640,6 +640,29 @@ def test_push_of_a_missing_image(engine):
         engine.push(f"localhost/chute-no-such-image:{SESSION}", ["http://127.0.0.1:1/x/y:1"])
 
 
+@pytest.mark.registry
+def test_run_and_push_make_no_podman_call_they_do_not_need(created, registry_url, small_image, tmp_path):
+    """Each podman call costs 0.3 to 1 s on a busy machine (bench/run_bench.py): a successful run
+    needs no inspect, a push no existence check before its tag."""
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "podman"
+    wrapper.write_text(f'#!/bin/sh\necho "$1" >> {calls}\nexec {shutil.which("podman")} "$@"\n')
+    wrapper.chmod(0o755)
+    counted = PodmanEngine(str(wrapper))
+
+    def commands() -> list[str]:
+        found = calls.read_text().split()
+        calls.unlink()
+        return found
+
+    ok = counted.run(BUSYBOX, args=["true"], labels=LABELS, keep=False)
+    assert ok.exit_code == 0 and commands() == ["run", "rm"]
+    failed = counted.run(BUSYBOX, args=["sh", "-c", "exit 3"], labels=LABELS, keep=False)
+    assert failed.exit_code == 3 and commands() == ["run", "container", "rm"]  # the inspect tells 3 from 125
+    pushed = counted.push(small_image, [f"{registry_url}/chute-test/calls-{SESSION}:1"])
+    assert len(pushed) == 1 and commands() == ["tag", "push"]
+
+
 # --------------------------------------------------------------------------- CA bundle
 
 

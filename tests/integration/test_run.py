@@ -115,6 +115,10 @@ def test_publish_pushes_every_tag_with_one_digest(podman, registry: str, tmp_pat
         resp = httpx.head(f"{registry}/v2/svc/manifests/{tag}", headers={"Accept": ", ".join([
             "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.oci.image.manifest.v1+json"])})
         assert resp.status_code == 200 and resp.headers["docker-content-digest"] == img["digest"]
+    # Teardown untagged the local copies the push made (one timestamp tag per run would pile up);
+    # only this run's own tags are checked: other runs may hold "latest" at the same time.
+    for tag in (primary, commit):
+        assert subprocess.run(["podman", "image", "exists", f"{host}/svc:{tag}"]).returncode == 1
 
 
 def test_a_registry_that_is_down_fails_clearly(podman, tmp_path: Path) -> None:

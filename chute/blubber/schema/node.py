@@ -71,10 +71,12 @@ class NodeConfig(Record):
             install = Cmd("npm ci") if self.use_npm_ci else Cmd("npm install")
             if self.env == "production":
                 install = Cmd(install.text, ("--only=production",))
+                # npm >= 7's dedupe re-resolves the whole tree: without the flag it installs the
+                # devDependencies the install left out (current Blubber passes --omit=dev to both).
                 if self.allow_dedupe_failure:
-                    dedupe = Cmd(f'{{ npm dedupe || echo "{DEDUPE_WARNING}"; }}')
+                    dedupe = Cmd(f'{{ npm dedupe "--only=production" || echo "{DEDUPE_WARNING}"; }}')
                 else:
-                    dedupe = Cmd("npm dedupe")
+                    dedupe = Cmd("npm dedupe", ("--only=production",))
                 out.append(Run((install, dedupe), "node"))
             else:
                 out.append(Run((install,), "node"))

@@ -374,8 +374,8 @@ def test_07_node_production_with_allowed_dedupe_failure() -> None:
         variants:
           prod: {node: {requirements: [package.json], env: production, allow-dedupe-failure: true}}
     """, "prod")
-    assert ('RUN npm install "--only=production" && { npm dedupe || echo "WARNING: npm dedupe failed, '
-            'continuing anyways"; }') in lines(out)
+    assert ('RUN npm install "--only=production" && { npm dedupe "--only=production" || echo "WARNING: npm '
+            'dedupe failed, continuing anyways"; }') in lines(out)
     assert 'ENV NODE_ENV="production"' in lines(out)
 
 
