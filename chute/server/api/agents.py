@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from chute.store import Agent, Job, LogChunk, Run, utcnow
+from chute.store.queue import held_for_update
 
 from .. import services
 from ..auth import Identity
@@ -20,7 +22,8 @@ router = APIRouter(prefix="/api/v1", tags=["agents"])
 
 
 def _held_job(s: Session, job_id: int, agent: str) -> Job:
-    job = s.get(Job, job_id)
+    # Locked for the rest of the request's transaction: the reaper cannot requeue it meanwhile.
+    job = held_for_update(s, job_id)
     if job is None or job.status != "claimed" or job.agent != agent:
         raise services.ServiceError(f"job {job_id} is not held by agent {agent}", 409,
                                     "the lease expired and the job went back to the queue; drop this work")
@@ -35,6 +38,11 @@ def _touch_agent(s: Session, name: str) -> None:
         a.last_seen = utcnow()
 
 
+def _seen(state: Any, name: str) -> None:
+    with state.db.session() as s:
+        _touch_agent(s, name)
+
+
 @router.post("/agents/claim", response_model=ClaimOut, responses={204: {"description": "No job within `wait`"}})
 async def claim(body: ClaimIn, who: Identity = Depends(identity), state=Depends(get_state)):  # type: ignore[no-untyped-def]
     """Long poll: answers with a job as soon as one is queued, or 204 after ``wait`` seconds."""
@@ -43,8 +51,10 @@ async def claim(body: ClaimIn, who: Identity = Depends(identity), state=Depends(
     while True:
         c = await asyncio.to_thread(state.queue.claim, body.agent, lease=lease)
         if c is not None:
-            with state.db.session() as s:
-                _touch_agent(s, body.agent)
+            # Off the event loop like every database call here: on SQLite a blocked write would hold
+            # the loop, and with it the commits of other requests' sessions -- a deadlock until
+            # the busy timeout (30 s) runs out.
+            await asyncio.to_thread(_seen, state, body.agent)
             state.broadcaster.publish(c.run_id)
             return ClaimOut(job_id=c.job_id, run_id=c.run_id, attempt=c.attempt, lease_seconds=lease,
                             payload=c.payload)

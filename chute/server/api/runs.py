@@ -83,8 +83,12 @@ def _snapshot(state: Any, run_id: int, after: int) -> tuple[dict[str, Any], list
 async def run_events(run_id: int, request: Request, after: int = -1,
                      state=Depends(get_state)) -> StreamingResponse:  # type: ignore[no-untyped-def]
     """Live progress of a run as server-sent events; ends when the run is finished."""
-    with state.db.session() as s:
-        load_run(s, run_id)
+
+    def exists() -> None:
+        with state.db.session() as s:
+            load_run(s, run_id)
+
+    await asyncio.to_thread(exists)  # never a database call on the event loop (see api/agents.py)
 
     async def stream() -> AsyncIterator[bytes]:
         seq = after
