@@ -30,9 +30,11 @@ class AgentClient:
               timeout: float | None = None) -> httpx.Response:
         """POST, retrying connection errors and 5xx (the server may be restarting).
 
-        ``retries`` attempts; with ``patience``, every attempt until that many seconds have
-        passed: a job's calls wait out a server restart rather than give up on the job
-        (the restarted server gives running jobs a new lease, so the work still counts).
+        ``retries`` attempts; with ``patience``, a server that does not answer (no connection,
+        or 502/503/504 from a proxy in front of it) is tried until that many seconds have
+        passed: a job's calls wait out a server restart rather than give up on the job (the
+        restarted server gives running jobs a new lease, so the work still counts). Another
+        5xx is an answer, an error of the server: ``retries`` tries only.
         """
         delay = 0.5
         deadline = time.monotonic() + patience if patience is not None else None
@@ -40,6 +42,7 @@ class AgentClient:
         last: Exception | None = None
         while True:
             attempt += 1
+            away = True
             try:
                 kwargs: dict[str, Any] = {"json": body}
                 if timeout is not None:
@@ -48,9 +51,12 @@ class AgentClient:
                 if r.status_code < 500:
                     return r
                 last = RuntimeError(f"{path}: HTTP {r.status_code} {r.text[:200]}")
+                away = r.status_code in (502, 503, 504)
             except httpx.TransportError as exc:
                 last = exc
-            if (attempt >= retries if deadline is None else time.monotonic() + delay > deadline):
+            wait_until = deadline if away else None  # the server is away: wait for it, within patience
+            spent = attempt >= retries if wait_until is None else time.monotonic() + delay > wait_until
+            if spent:
                 raise ConnectionError(f"chute server {self.server} unreachable: {last}")
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from chute.repo import RepoError, mirror_for
 
 from .client import AgentClient, LostJob
@@ -19,16 +21,21 @@ from .client import AgentClient, LostJob
 log = logging.getLogger("chute.agent")
 
 
+SEQ_PER_ATTEMPT = 10_000_000  # log chunks one attempt may send
+
+
 class LogShipper:
     """Batches log lines and sends them every ``interval`` seconds, in order, with sequence numbers.
 
-    Sequence numbers are unique per run across attempts (attempt * 1e9 + n), so
+    Sequence numbers are unique per run across attempts (attempt * 10^7 + n), so
     the server can ignore re-sent chunks without losing a retried attempt's logs.
+    They fit the database's 32-bit integer for 214 attempts (attempt * 10^9 did not
+    from the third attempt on: PostgreSQL refused those chunks).
     """
 
     def __init__(self, client: AgentClient, job_id: int, attempt: int, interval: float = 0.5) -> None:
         self.client, self.job_id = client, job_id
-        self.seq = attempt * 1_000_000_000
+        self.seq = attempt * SEQ_PER_ATTEMPT
         self.interval = interval
         self.lock = threading.Lock()
         self.pending: list[dict[str, Any]] = []
@@ -137,9 +144,9 @@ class Worker:
                 continue
             try:
                 self.run_job(job)
-            except ConnectionError as err:
-                # The server stayed away longer than the client's patience: this job is gone (its
-                # lease runs out and the server requeues it), but the agent carries on.
+            except (ConnectionError, httpx.HTTPError) as err:
+                # The server stayed away longer than the client's patience, or refused a call: this
+                # job is gone (its lease runs out and the server requeues it); the agent carries on.
                 log.warning("dropped job %s: %s", job.get("job_id"), err)
 
     def run_job(self, job: dict[str, Any]) -> dict[str, Any] | None:

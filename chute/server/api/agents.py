@@ -101,6 +101,10 @@ def logs(job_id: int, body: LogsIn, who: Identity = Depends(identity), s: Sessio
          state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     """Append log chunks; a chunk whose ``seq`` was already stored (a retry) is ignored."""
     job = _held_job(s, job_id, body.agent)
+    bad = [c.get("seq") for c in body.chunks if not isinstance(c.get("seq"), int) or not 0 <= c["seq"] < 2**31]
+    if bad:
+        raise services.ServiceError(f"log chunk seq {bad[0]!r} is not a whole number from 0 to 2^31-1", 422,
+                                    "number the chunks of a run 1, 2, 3, ... (per attempt: attempt * 10^7 + n)")
     seqs = [int(c["seq"]) for c in body.chunks]
     have = set(s.scalars(select(LogChunk.seq).where(LogChunk.run_id == job.run_id, LogChunk.seq.in_(seqs))))
     for c in body.chunks:
