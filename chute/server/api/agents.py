@@ -15,7 +15,7 @@ from chute.store.queue import held_for_update
 
 from .. import services
 from ..auth import Identity
-from .deps import get_session, get_state, identity
+from .deps import Transaction, get_state, identity
 from .schemas import AgentIn, ClaimIn, ClaimOut, CompleteIn, GraphIn, HeartbeatOut, LogsIn, StageIn
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
@@ -76,7 +76,7 @@ def heartbeat(job_id: int, body: AgentIn, who: Identity = Depends(identity),
 
 
 @router.post("/jobs/{job_id}/graph", status_code=204)
-def graph(job_id: int, body: GraphIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+def graph(job_id: int, body: GraphIn, who: Identity = Depends(identity), s: Session = Transaction,
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     job = _held_job(s, job_id, body.agent)
     services.set_graph(s, s.get(Run, job.run_id), body.graph)
@@ -86,7 +86,7 @@ def graph(job_id: int, body: GraphIn, who: Identity = Depends(identity), s: Sess
 
 
 @router.post("/jobs/{job_id}/stage", status_code=204)
-def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Session = Transaction,
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     job = _held_job(s, job_id, body.agent)
     services.update_stage(s, s.get(Run, job.run_id), body.stage, body.status, error=body.error,
@@ -97,7 +97,7 @@ def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Sess
 
 
 @router.post("/jobs/{job_id}/logs", status_code=204)
-def logs(job_id: int, body: LogsIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+def logs(job_id: int, body: LogsIn, who: Identity = Depends(identity), s: Session = Transaction,
          state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     """Append log chunks; a chunk whose ``seq`` was already stored (a retry) is ignored."""
     job = _held_job(s, job_id, body.agent)
