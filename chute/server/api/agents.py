@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -44,11 +44,15 @@ def _seen(state: Any, name: str) -> None:
 
 
 @router.post("/agents/claim", response_model=ClaimOut, responses={204: {"description": "No job within `wait`"}})
-async def claim(body: ClaimIn, who: Identity = Depends(identity), state=Depends(get_state)):  # type: ignore[no-untyped-def]
+async def claim(body: ClaimIn, request: Request, who: Identity = Depends(identity),
+                state=Depends(get_state)):  # type: ignore[no-untyped-def]
     """Long poll: answers with a job as soon as one is queued, or 204 after ``wait`` seconds."""
     deadline = time.monotonic() + body.wait
     lease = state.settings.lease_seconds
     while True:
+        if await request.is_disconnected():
+            # The agent is gone (killed mid-poll): a job claimed now would wait out a lease for nobody.
+            return Response(status_code=204)
         c = await asyncio.to_thread(state.queue.claim, body.agent, lease=lease)
         if c is not None:
             # Off the event loop like every database call here: on SQLite a blocked write would hold
