@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from chute.repo import RepoError, mirror_for
 
 from .client import AgentClient, LostJob
@@ -19,16 +21,21 @@ from .client import AgentClient, LostJob
 log = logging.getLogger("chute.agent")
 
 
+SEQ_PER_ATTEMPT = 10_000_000  # log chunks one attempt may send
+
+
 class LogShipper:
     """Batches log lines and sends them every ``interval`` seconds, in order, with sequence numbers.
 
-    Sequence numbers are unique per run across attempts (attempt * 1e9 + n), so
+    Sequence numbers are unique per run across attempts (attempt * 10^7 + n), so
     the server can ignore re-sent chunks without losing a retried attempt's logs.
+    They fit the database's 32-bit integer for 214 attempts (attempt * 10^9 did not
+    from the third attempt on: PostgreSQL refused those chunks).
     """
 
     def __init__(self, client: AgentClient, job_id: int, attempt: int, interval: float = 0.5) -> None:
         self.client, self.job_id = client, job_id
-        self.seq = attempt * 1_000_000_000
+        self.seq = attempt * SEQ_PER_ATTEMPT
         self.interval = interval
         self.lock = threading.Lock()
         self.pending: list[dict[str, Any]] = []
@@ -84,6 +91,9 @@ class LogShipper:
         self.flush()
 
 
+AGENT_LABEL = "chute.agent"  # on every container a job starts: which agent's janitor removes it
+
+
 class Worker:
     def __init__(self, client: AgentClient, home: Path, *, heartbeat_every: float | None = None) -> None:
         self.client = client
@@ -92,7 +102,37 @@ class Worker:
         self.stop = threading.Event()
         self.current_cancel: threading.Event | None = None
 
+    @property
+    def workdir(self) -> Path:
+        """Checkouts and logs of this agent's jobs (one directory per agent name: agents may share a home)."""
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.client.name)
+        return self.home / "work" / safe
+
+    def clean_up_after_crash(self) -> list[str]:
+        """Remove what a killed earlier process of this agent left: its containers and checkouts.
+
+        A job's containers are removed when the job ends; an agent killed mid-job never gets
+        there, and its container runs on (conmon keeps it) or stays behind exited. The job
+        itself goes back to the queue when its lease runs out, so nothing here is still wanted.
+        Called before the first claim, when no job of this agent can be running.
+        """
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        from chute.engine import EngineError, detect_engine
+
+        try:
+            engine = detect_engine()
+            names = engine.containers_labelled({AGENT_LABEL: self.client.name})
+            if names:
+                engine.remove_containers(names)
+                log.warning("removed %d container(s) an earlier run of agent %s left behind: %s",
+                            len(names), self.client.name, ", ".join(names))
+            return names
+        except EngineError as err:  # no engine here: nothing of ours can be left either
+            log.warning("could not look for containers left by agent %s: %s", self.client.name, err)
+            return []
+
     def serve_forever(self, wait: float = 20.0) -> None:
+        self.clean_up_after_crash()
         while not self.stop.is_set():
             try:
                 job = self.client.claim(wait=wait)
@@ -100,8 +140,14 @@ class Worker:
                 log.warning("%s", err)
                 self.stop.wait(2.0)
                 continue
-            if job is not None:
+            if job is None:
+                continue
+            try:
                 self.run_job(job)
+            except (ConnectionError, httpx.HTTPError) as err:
+                # The server stayed away longer than the client's patience, or refused a call: this
+                # job is gone (its lease runs out and the server requeues it); the agent carries on.
+                log.warning("dropped job %s: %s", job.get("job_id"), err)
 
     def run_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
         """Run one claimed job; returns the result sent, or None when the job was lost."""
@@ -128,9 +174,9 @@ class Worker:
         beater = threading.Thread(target=beat, name=f"heartbeat-{job_id}", daemon=True)
         beater.start()
         shipper = LogShipper(self.client, job_id, int(job.get("attempt", 1)))
-        work = self.home / "work" / f"run-{job['run_id']}-{job_id}"
+        work = self.workdir / f"run-{job['run_id']}-{job_id}"
         try:
-            result = self._execute(job_id, payload, work, shipper, cancel)
+            result = self._execute(job_id, int(job["run_id"]), payload, work, shipper, cancel)
         except LostJob:
             lost.set()
             result = None
@@ -149,7 +195,7 @@ class Worker:
             return None
         return result
 
-    def _execute(self, job_id: int, payload: dict[str, Any], work: Path, shipper: LogShipper,
+    def _execute(self, job_id: int, run_id: int, payload: dict[str, Any], work: Path, shipper: LogShipper,
                  cancel: threading.Event) -> dict[str, Any]:
         from chute.runner import Observer, RunRequest, run_pipeline
 
@@ -195,7 +241,8 @@ class Worker:
             registry=payload.get("registry"),
             trusted=bool(payload.get("trusted")),
             reuse=payload.get("reuse") or {},
-            run_id=job_id,
+            run_id=run_id,  # containers are labelled chute.run=<run id>
+            labels={AGENT_LABEL: self.client.name},
             timestamp=datetime.now(UTC),
         )
         return run_pipeline(request, observer=Remote(), cancel=cancel, workdir=work)
@@ -203,6 +250,15 @@ class Worker:
 
 def agent_name() -> str:
     return os.environ.get("CHUTE_AGENT_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def embedded_agent_name(home: Path) -> str:
+    """Stable across restarts of one installation (so its janitor finds what a killed one left),
+    different between installations that share a machine."""
+    import hashlib
+
+    digest = hashlib.sha256(str(Path(home).resolve()).encode()).hexdigest()[:8]
+    return f"embedded-{socket.gethostname()}-{digest}"
 
 
 def start_embedded_agent(state: Any) -> threading.Thread:
@@ -214,7 +270,7 @@ def start_embedded_agent(state: Any) -> threading.Thread:
         while not state.admin_token and not state.stop.is_set():
             time.sleep(0.1)
         url = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
-        client = AgentClient(url, state.admin_token, f"embedded-{agent_name()}")
+        client = AgentClient(url, state.admin_token, embedded_agent_name(settings.home))
         worker = Worker(client, settings.home / "agent")
         threading.Thread(target=lambda: (state.stop.wait(), worker.stop.set(),
                                          worker.current_cancel and worker.current_cancel.set()),

@@ -421,25 +421,61 @@ class Deployer:
         )
 
     def recover_interrupted(self, project: str, environment: str) -> list[Deployment]:
-        """Mark deployments left pending/deploying by a stopped chute as failed (call at startup).
+        """End what a stopped chute left half-done, on a known revision (call at startup).
+
+        A deploy killed part-way may have started its revision, switched traffic to it, or
+        marked it healthy without retiring the one before. So: revisions left pending/deploying
+        become failed; the last healthy revision takes the traffic again (a switch back while it
+        still runs, else it is started again through the health gate), and it is the only one
+        left healthy; pods of every other revision are removed (side-by-side targets). With no
+        healthy revision to go back to, a revision the target still serves keeps serving,
+        recorded as failed, as with ``rollback: manual``. Returns the revisions it failed.
 
         Does nothing while another deploy of the environment holds the lock.
         """
         recovered: list[Deployment] = []
         try:
             with self._locked(project, environment):
-                for dep in self.store.list(project, environment):
-                    if dep.status in (PENDING, DEPLOYING):
-                        recovered.append(
-                            self.store.update(
-                                project,
-                                environment,
-                                dep.revision,
-                                status=FAILED,
-                                finished_at=self.clock(),
-                                error="interrupted: chute stopped during this deploy; deploy again to retry",
-                            )
-                        )
+                deps = self.store.list(project, environment)
+                interrupted = [d for d in deps if d.status in (PENDING, DEPLOYING)]
+                healthy = [d for d in deps if d.status == HEALTHY]  # newest first
+                if not interrupted and len(healthy) < 2:
+                    return []
+                try:
+                    env = self.environment(project, environment)
+                    target: Target | None = self.target_for(env)
+                except DeployError:
+                    env, target = None, None  # not configured any more: only the records can be fixed
+                # Killed after marking a revision healthy, before the previous one was superseded.
+                for old in healthy[1:]:
+                    self.store.update(project, environment, old.revision, status=SUPERSEDED)
+                current = healthy[0] if healthy else None
+                restored: int | None = None
+                note = ""
+                if interrupted and current is not None and env is not None and target is not None:
+                    restored = self._restore(current, env, target)
+                    if restored is None:
+                        note = f"; revision {current.revision} could not be made to serve again"
+                serving = None
+                if current is None and env is not None and target is not None:
+                    serving = _served_revision(target, project, env)
+                for dep in interrupted:
+                    changes: dict[str, Any] = {
+                        "status": FAILED,
+                        "finished_at": self.clock(),
+                        "error": "interrupted: chute stopped during this deploy; deploy again to retry" + note,
+                    }
+                    if restored is not None:
+                        changes["restored_revision"] = restored
+                    elif serving == dep.revision:
+                        changes["serving_at"] = dep.serving_at or self.clock()
+                        changes["error"] += " (no healthy revision to go back to, so it still serves)"
+                    recovered.append(self.store.update(project, environment, dep.revision, **changes))
+                prune = getattr(target, "prune", None)
+                if prune is not None and env is not None:
+                    # Only one revision runs now; no deploy runs (we hold the lock), so the rest is debris.
+                    keep = current.revision if current is not None else serving
+                    prune(project, env, keep)
         except DeployBusy:
             return []
         return recovered
@@ -696,3 +732,9 @@ def _probe_url(target: Target, release: Release, state: dict[str, Any], serving:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text or type(exc).__name__
+
+
+def _served_revision(target: Target, project: str, env: Environment) -> int | None:
+    """The revision the target sends traffic to now, when it can tell (None: nothing, or unknown)."""
+    served = getattr(target, "served_revision", None)
+    return served(project, env) if served is not None else None

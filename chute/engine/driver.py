@@ -820,6 +820,13 @@ class CliEngine:
         """Remove containers (running or not); names that do not exist are ignored."""
         self._remove(self._rm_args(), names, "container")
 
+    def containers_labelled(self, labels: Mapping[str, str]) -> list[str]:
+        """Names of the containers, in any state, that carry every one of ``labels``."""
+        filters = [f"--filter=label={arg.removeprefix('--label=')}" for arg in _check_labels(labels)]
+        result = self._check(self._capture("ps", "--all", "--format", "{{.Names}}", *filters, timeout=60),
+                             "listing containers")
+        return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
     def tag(self, image: str, ref: str) -> None:
         """Give ``image`` (an ID or name) the local name ``ref``."""
         _check_ref(image, "image")

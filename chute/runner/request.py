@@ -29,6 +29,7 @@ class RunRequest:
     secrets: dict[str, str] = field(default_factory=dict)  # run.credentials ids -> values (trusted only)
     reuse: dict[str, Any] = field(default_factory=dict)  # stage -> {"exports": {...}} from an earlier run
     run_id: int | str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # put on every container the run starts
     timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
     max_parallel: int = 4
     run_timeout: float = 20 * 60.0  # PipelineLib's hard-coded 20 minutes, here a default

@@ -107,7 +107,7 @@ def run(rt: Runtime, stage: str, cfg: dict[str, Any], log: Any) -> dict[str, Any
                              "define it with `chute secret set` (trusted stages only)")
         env[str(name)] = rt.request.secrets[cid]
     name = f"chute-run-{_rand()}"
-    labels = {"chute.run": str(rt.request.run_id or ""), "chute.stage": stage}
+    labels = {**rt.request.labels, "chute.run": str(rt.request.run_id or ""), "chute.stage": stage}
     with rt.lock:
         rt.containers.append(name)
     log(f"chute: running {image[:12]} {' '.join(cfg.get('arguments') or [])}\n")

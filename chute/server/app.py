@@ -111,6 +111,10 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db.migrate()
         state.admin_token = ensure_admin_token(db, settings.home)
+        # Agents kept working while this server was down: their jobs resume rather than requeue.
+        resumed = await asyncio.to_thread(state.queue.resume_after_restart, settings.lease_seconds)
+        if resumed:
+            log.info("%d running job(s) get a new lease of %gs to report back", resumed, settings.lease_seconds)
         # A deployment a stopped server left half-done ends on a known revision (failed, "interrupted").
         await asyncio.to_thread(state.deploys.recover)
         if start_background:

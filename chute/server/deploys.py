@@ -309,7 +309,8 @@ class DeployService:
         self.state = state
         self.db = state.db
         self.settings = state.settings
-        self.store = SqlDeploymentStore(self.db, commits_between=self._commits_between)
+        self.store = SqlDeploymentStore(self.db, commits_between=self._commits_between,
+                                        lease=self.settings.deploy_lease)
         if targets is None:
             targets = {"podman": PodmanTarget(self.settings.home / "deploy" / "podman")}
         self.deployer = Deployer(self.store, self.environments, targets, workdir=str(self.settings.home))

@@ -27,7 +27,9 @@ class Settings:
     registry: str | None = field(default_factory=lambda: os.environ.get("CHUTE_REGISTRY"))
     poll_interval: float = field(default_factory=lambda: _env_float("CHUTE_POLL_INTERVAL", 60.0))
     lease_seconds: float = field(default_factory=lambda: _env_float("CHUTE_LEASE_SECONDS", 60.0))
-    reap_interval: float = 5.0
+    reap_interval: float = field(default_factory=lambda: _env_float("CHUTE_REAP_INTERVAL", 5.0))
+    # Seconds a deploy lock outlives its holder: a dead server's lock frees itself after this.
+    deploy_lease: float = field(default_factory=lambda: _env_float("CHUTE_DEPLOY_LEASE_SECONDS", 30.0))
     max_attempts: int = 3
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ a delivery whose processing failed can be retried by the sender.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -68,9 +69,7 @@ async def receive(kind: str, request: Request, project: str | None = None) -> JS
     if not project:
         return JSONResponse({"detail": "name the chute project in the URL: /webhooks/{kind}?project=<name>"},
                             status_code=400)
-    with state.db.session() as s:
-        p = s.scalars(select(Project).where(Project.name == project)).first()
-        secret = p.webhook_secret if p is not None else None
+    secret = await asyncio.to_thread(_secret_of, state, project)  # no database call on the event loop
     if secret is None:
         return JSONResponse({"detail": f"no project named {project!r}"}, status_code=404)
     length = request.headers.get("content-length")
@@ -84,15 +83,23 @@ async def receive(kind: str, request: Request, project: str | None = None) -> JS
         return JSONResponse({"detail": "wrong or missing webhook secret/signature"}, status_code=401)
     try:
         events = driver.parse(headers, body)
-        with state.db.session() as s:
-            p = s.scalars(select(Project).where(Project.name == project)).one()
-            check_project(events, p.review_project or p.name)
+        await asyncio.to_thread(_check_project, state, project, events)
     except WebhookError as exc:
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
-    import asyncio
-
     out = await asyncio.to_thread(process_events, state, project, kind, events)
     return JSONResponse({k: v for k, v in out.items() if k != "http_status"}, status_code=out["http_status"])
+
+
+def _secret_of(state: Any, project: str) -> str | None:
+    with state.db.session() as s:
+        p = s.scalars(select(Project).where(Project.name == project)).first()
+        return p.webhook_secret if p is not None else None
+
+
+def _check_project(state: Any, project: str, events: list[ChangeEvent]) -> None:
+    with state.db.session() as s:
+        p = s.scalars(select(Project).where(Project.name == project)).one()
+        check_project(events, p.review_project or p.name)
 
 
 def process_events(state: Any, project: str, kind: str, events: list[ChangeEvent]) -> dict[str, Any]:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from . import ledger
 from .db import Database
-from .models import Job, Run, utcnow
+from .models import Job, Run, StageResult, utcnow
 
 DEFAULT_LEASE = 60.0  # seconds without a heartbeat before a job is considered abandoned
 
@@ -39,6 +39,22 @@ def enqueue(session: Session, run: Run, payload: dict[str, Any], *, max_attempts
     job = Job(run=run, payload=payload, max_attempts=max_attempts, not_before=not_before)
     session.add(job)
     return job
+
+
+def _close_stages(s: Session, run: Run, reason: str, now: datetime) -> None:
+    """A run the server ends itself keeps no stage pending or running (its agent is gone)."""
+    for st in s.scalars(select(StageResult).where(StageResult.run_id == run.id,
+                                                  StageResult.status.in_(("pending", "running")))):
+        st.status, st.error, st.finished_at = "cancelled", reason, now
+        st.started_at = st.started_at or now
+        ledger.record(s, "stage.finished", run=run, stage=st.name, outcome="cancelled", actor="server",
+                      data={"error": reason[:500]})
+
+
+def held_for_update(session: Session, job_id: int) -> Job | None:
+    """The job, its row locked until the caller's transaction ends (PostgreSQL; SQLite holds the
+    whole database already), read after any other writer of it committed."""
+    return session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
 
 
 class Queue:
@@ -76,7 +92,7 @@ class Queue:
         """Extend the lease. Returns "ok", "cancel" (stop work) or "lost" (not yours any more)."""
         now = utcnow()
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = held_for_update(s, job_id)
             if job is None or job.status != "claimed" or job.agent != agent:
                 return "lost"
             job.lease_until = now + timedelta(seconds=lease)
@@ -84,7 +100,7 @@ class Queue:
 
     def finish(self, session: Session, job_id: int, agent: str) -> Job | None:
         """Mark the job done in the caller's transaction; None if the agent no longer holds it."""
-        job = session.get(Job, job_id)
+        job = held_for_update(session, job_id)
         if job is None or job.status != "claimed" or job.agent != agent:
             return None
         job.status = "done"
@@ -114,9 +130,13 @@ class Queue:
         now = now or utcnow()
         changed: list[tuple[int, str]] = []
         with self.db.session() as s:
-            jobs = s.scalars(
-                select(Job).where(Job.status == "claimed", Job.lease_until < now).order_by(Job.id)
-            ).all()
+            q = select(Job).where(Job.status == "claimed", Job.lease_until < now).order_by(Job.id)
+            if not self.db.is_sqlite:
+                # A job whose row an agent's call holds (completing it, or heartbeating just in time)
+                # is that call's to decide; without the lock both would write and the run would end
+                # finished *and* requeued. SQLite's BEGIN IMMEDIATE serialises the two already.
+                q = q.with_for_update(skip_locked=True)
+            jobs = s.scalars(q).all()
             for job in jobs:
                 run = s.get(Run, job.run_id)
                 assert run is not None
@@ -126,12 +146,14 @@ class Queue:
                 if job.cancel_requested:
                     job.status = "done"
                     run.status, run.reason, run.finished_at = "cancelled", "cancelled; " + reason, now
+                    _close_stages(s, run, reason, now)
                     ledger.record(s, "run.cancelled", run=run, actor="server", outcome="cancelled")
                 elif job.attempts >= job.max_attempts:
                     job.status = "done"
                     run.status = "error"
                     run.reason = f"{reason}; gave up after {job.attempts} attempts"
                     run.finished_at = now
+                    _close_stages(s, run, run.reason, now)
                     ledger.record(s, "run.finished", run=run, actor="server", outcome="error",
                                   data={"reason": run.reason})
                 else:
@@ -141,6 +163,23 @@ class Queue:
                     ledger.record(s, "run.requeued", run=run, actor="server", data={"reason": reason})
                 changed.append((run.id, run.status))
         return changed
+
+    def resume_after_restart(self, lease: float = DEFAULT_LEASE, now: datetime | None = None) -> int:
+        """Give every claimed job a lease from now; call when the server starts, before the reaper.
+
+        While the server was down no agent could heartbeat, so every lease may have run out
+        though the agents kept working. Reaping them at once would throw that work away and
+        count an attempt against each run; instead a live agent reattaches with its next
+        heartbeat and its run resumes, and a dead agent's job is requeued one lease later.
+        Returns how many jobs got the new lease.
+        """
+        now = now or utcnow()
+        until = now + timedelta(seconds=lease)
+        with self.db.session() as s:
+            result = s.execute(
+                update(Job).where(Job.status == "claimed", or_(Job.lease_until.is_(None), Job.lease_until < until))
+                .values(lease_until=until).execution_options(synchronize_session=False))
+            return int(result.rowcount or 0)
 
     def depth(self) -> int:
         with self.db.session() as s:

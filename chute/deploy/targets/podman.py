@@ -392,8 +392,9 @@ class PodmanTarget:
     def retire(self, release: Release, state: dict[str, Any]) -> None:
         """Remove a revision's pod in the background: it serves no traffic, and removing a pod with a
         published port takes podman about 3.5 s (network teardown), which no deploy should wait for."""
-        pod, kube_file = state.get("pod"), state.get("kube_file")
+        self._remove_later(state.get("pod"), state.get("kube_file"))
 
+    def _remove_later(self, pod: str | None, kube_file: str | None) -> None:
         def remove() -> None:
             if pod:
                 self._run("pod", "rm", "-f", "-t", str(self.stop_timeout), pod, check=False, timeout=120)
@@ -407,6 +408,42 @@ class PodmanTarget:
         worker.start()
 
     abort = retire
+
+    def served_revision(self, project: str, env: Environment) -> int | None:
+        """The revision the router sends traffic to: None when no router runs, or when it has not
+        applied the newest state file (a switch was cut short: what it serves is not known)."""
+        state_file, applied, _, _ = self._router_files(env, project)
+        if self.router_pid(project, env) is None:
+            return None
+        try:
+            state = json.loads(state_file.read_text())
+            done = int(applied.read_text())
+        except (OSError, ValueError):
+            return None
+        if done < int(state.get("generation", 0)) or state.get("revision") is None:
+            return None
+        return int(state["revision"])
+
+    def prune(self, project: str, env: Environment, keep: int | None) -> list[str]:
+        """Remove the pods of every revision of ``env`` but ``keep`` (in the background, like retire).
+
+        Only for when no deploy of ``env`` runs (the caller holds its lock): what a killed deploy
+        started, and what it did not get to retire. Returns the pods removed.
+        """
+        proc = self._run(
+            "pod", "ps", "--format", "{{.Name}}",
+            "--filter", f"label={LABEL_PROJECT}={dns_name(project)}",
+            "--filter", f"label={LABEL_ENVIRONMENT}={env.name}",
+            check=False, timeout=30,
+        )
+        keep_pod = f"{app_name(project, env.name)}-r{keep}-pod-0" if keep is not None else None
+        removed = []
+        for pod in proc.stdout.split():
+            if pod == keep_pod:
+                continue
+            self._remove_later(pod, str(self.state_dir / f"{pod.removesuffix('-pod-0')}.yaml"))
+            removed.append(pod)
+        return removed
 
     def wait_idle(self, timeout: float = 120.0) -> None:
         """Wait for background removals (tests and ``down`` call this)."""

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from chute.store import Agent, Job, LogChunk, Run, utcnow
+from chute.store.queue import held_for_update
 
 from .. import services
 from ..auth import Identity
-from .deps import get_session, get_state, identity
+from .deps import Transaction, get_state, identity
 from .schemas import AgentIn, ClaimIn, ClaimOut, CompleteIn, GraphIn, HeartbeatOut, LogsIn, StageIn
 
 router = APIRouter(prefix="/api/v1", tags=["agents"])
 
 
 def _held_job(s: Session, job_id: int, agent: str) -> Job:
-    job = s.get(Job, job_id)
+    # Locked for the rest of the request's transaction: the reaper cannot requeue it meanwhile.
+    job = held_for_update(s, job_id)
     if job is None or job.status != "claimed" or job.agent != agent:
         raise services.ServiceError(f"job {job_id} is not held by agent {agent}", 409,
                                     "the lease expired and the job went back to the queue; drop this work")
@@ -35,16 +38,27 @@ def _touch_agent(s: Session, name: str) -> None:
         a.last_seen = utcnow()
 
 
+def _seen(state: Any, name: str) -> None:
+    with state.db.session() as s:
+        _touch_agent(s, name)
+
+
 @router.post("/agents/claim", response_model=ClaimOut, responses={204: {"description": "No job within `wait`"}})
-async def claim(body: ClaimIn, who: Identity = Depends(identity), state=Depends(get_state)):  # type: ignore[no-untyped-def]
+async def claim(body: ClaimIn, request: Request, who: Identity = Depends(identity),
+                state=Depends(get_state)):  # type: ignore[no-untyped-def]
     """Long poll: answers with a job as soon as one is queued, or 204 after ``wait`` seconds."""
     deadline = time.monotonic() + body.wait
     lease = state.settings.lease_seconds
     while True:
+        if await request.is_disconnected():
+            # The agent is gone (killed mid-poll): a job claimed now would wait out a lease for nobody.
+            return Response(status_code=204)
         c = await asyncio.to_thread(state.queue.claim, body.agent, lease=lease)
         if c is not None:
-            with state.db.session() as s:
-                _touch_agent(s, body.agent)
+            # Off the event loop like every database call here: on SQLite a blocked write would hold
+            # the loop, and with it the commits of other requests' sessions -- a deadlock until
+            # the busy timeout (30 s) runs out.
+            await asyncio.to_thread(_seen, state, body.agent)
             state.broadcaster.publish(c.run_id)
             return ClaimOut(job_id=c.job_id, run_id=c.run_id, attempt=c.attempt, lease_seconds=lease,
                             payload=c.payload)
@@ -66,7 +80,7 @@ def heartbeat(job_id: int, body: AgentIn, who: Identity = Depends(identity),
 
 
 @router.post("/jobs/{job_id}/graph", status_code=204)
-def graph(job_id: int, body: GraphIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+def graph(job_id: int, body: GraphIn, who: Identity = Depends(identity), s: Session = Transaction,
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     job = _held_job(s, job_id, body.agent)
     services.set_graph(s, s.get(Run, job.run_id), body.graph)
@@ -76,7 +90,7 @@ def graph(job_id: int, body: GraphIn, who: Identity = Depends(identity), s: Sess
 
 
 @router.post("/jobs/{job_id}/stage", status_code=204)
-def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Session = Transaction,
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     job = _held_job(s, job_id, body.agent)
     services.update_stage(s, s.get(Run, job.run_id), body.stage, body.status, error=body.error,
@@ -87,10 +101,14 @@ def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Sess
 
 
 @router.post("/jobs/{job_id}/logs", status_code=204)
-def logs(job_id: int, body: LogsIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+def logs(job_id: int, body: LogsIn, who: Identity = Depends(identity), s: Session = Transaction,
          state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     """Append log chunks; a chunk whose ``seq`` was already stored (a retry) is ignored."""
     job = _held_job(s, job_id, body.agent)
+    bad = [c.get("seq") for c in body.chunks if not isinstance(c.get("seq"), int) or not 0 <= c["seq"] < 2**31]
+    if bad:
+        raise services.ServiceError(f"log chunk seq {bad[0]!r} is not a whole number from 0 to 2^31-1", 422,
+                                    "number the chunks of a run 1, 2, 3, ... (per attempt: attempt * 10^7 + n)")
     seqs = [int(c["seq"]) for c in body.chunks]
     have = set(s.scalars(select(LogChunk.seq).where(LogChunk.run_id == job.run_id, LogChunk.seq.in_(seqs))))
     for c in body.chunks:

@@ -21,7 +21,7 @@ from chute.store import Environment as EnvironmentRow
 
 from .. import deploys, services
 from ..auth import Identity
-from .deps import get_session, get_state, identity
+from .deps import Transaction, get_state, identity
 
 router = APIRouter(prefix="/api/v1", tags=["deployments"])
 
@@ -212,7 +212,7 @@ def _refuse_when_closed(state: Any, s: Session, project: Project, env_name: str,
 
 # ------------------------------------------------------------------ routes
 @router.get("/projects/{name}/environments", response_model=EnvironmentsOut, response_model_by_alias=True)
-def list_environments(name: str, s: Session = Depends(get_session),
+def list_environments(name: str, s: Session = Transaction,
                       state=Depends(get_state)) -> EnvironmentsOut:  # type: ignore[no-untyped-def]
     p = services.get_project(s, name)
     rows = deploys.environment_rows(s, p.id)
@@ -224,7 +224,7 @@ def list_environments(name: str, s: Session = Depends(get_session),
 
 @router.get("/projects/{name}/environments/{env}/history", response_model=list[DeploymentOut])
 def environment_history(name: str, env: str, limit: int = Query(50, ge=1, le=1000),
-                        s: Session = Depends(get_session),
+                        s: Session = Transaction,
                         state=Depends(get_state)) -> list[DeploymentOut]:  # type: ignore[no-untyped-def]
     """Deployments newest first: revision, image, status, who, when, why, health verdicts."""
     p = services.get_project(s, name)
@@ -238,7 +238,7 @@ def environment_history(name: str, env: str, limit: int = Query(50, ge=1, le=100
 
 @router.get("/projects/{name}/environments/{env}/requests", response_model=list[RequestOut])
 def environment_requests(name: str, env: str, limit: int = Query(50, ge=1, le=1000),
-                         s: Session = Depends(get_session),
+                         s: Session = Transaction,
                          state=Depends(get_state)) -> list[RequestOut]:  # type: ignore[no-untyped-def]
     p = services.get_project(s, name)
     row = _env_row(s, p, env)
@@ -299,7 +299,7 @@ def rollback(name: str, env: str, body: RollbackIn, request: Request, who: Ident
 
 
 @router.get("/deploy-requests/{req_id}", response_model=RequestOut)
-def get_request(req_id: int, s: Session = Depends(get_session),
+def get_request(req_id: int, s: Session = Transaction,
                 state=Depends(get_state)) -> RequestOut:  # type: ignore[no-untyped-def]
     req = s.get(DeployRequest, req_id)
     if req is None:
@@ -340,7 +340,7 @@ def override_run(run_id: int, body: OverrideIn, request: Request, who: Identity 
 
 
 @router.get("/runs/{run_id}/deployments", response_model=RunDeploymentsOut)
-def run_deployments(run_id: int, s: Session = Depends(get_session),
+def run_deployments(run_id: int, s: Session = Transaction,
                     state=Depends(get_state)) -> RunDeploymentsOut:  # type: ignore[no-untyped-def]
     """Where this run's change is deployed, and whether a freeze holds the run."""
     run = s.get(Run, run_id)

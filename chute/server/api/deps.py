@@ -23,6 +23,13 @@ def get_session(state: State = Depends(get_state)) -> Iterator[Session]:
         yield s
 
 
+# The request's transaction: ``s: Session = Transaction``. It commits when the route returns,
+# *before* the answer is sent. (FastAPI's default scope ends a dependency after the response: a
+# client could be told 201 for something a crash then never stored, or not find it in its next
+# request.)
+Transaction = Depends(get_session, scope="function")
+
+
 def identity(
     creds: HTTPAuthorizationCredentials | None = Depends(bearer),
     state: State = Depends(get_state),

@@ -11,7 +11,7 @@ from chute.store import Project, Run
 from .. import services
 from ..auth import Identity
 from .convert import run_out
-from .deps import get_session, get_state, identity
+from .deps import Transaction, get_state, identity
 from .schemas import ProjectCreated, ProjectIn, ProjectOut, RunOut, TriggerIn
 
 router = APIRouter(prefix="/api/v1", tags=["projects"])
@@ -44,12 +44,12 @@ def webhook_instructions(kind: str, url: str) -> str:
 
 
 @router.get("/projects", response_model=list[ProjectOut])
-def list_projects(s: Session = Depends(get_session)) -> list[ProjectOut]:
+def list_projects(s: Session = Transaction) -> list[ProjectOut]:
     return [project_out(s, p) for p in s.scalars(select(Project).order_by(Project.name))]
 
 
 @router.post("/projects", response_model=ProjectCreated, status_code=201)
-def add_project(body: ProjectIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+def add_project(body: ProjectIn, who: Identity = Depends(identity), s: Session = Transaction,
                 state=Depends(get_state)) -> ProjectCreated:  # type: ignore[no-untyped-def]
     p, info = services.add_project(s, state.settings, body.repo, body.name, actor=who.user,
                                    review_kind=body.review_kind, review_project=body.review_project)
@@ -60,7 +60,7 @@ def add_project(body: ProjectIn, who: Identity = Depends(identity), s: Session =
 
 
 @router.get("/projects/{name}", response_model=ProjectOut)
-def get_project(name: str, s: Session = Depends(get_session)) -> ProjectOut:
+def get_project(name: str, s: Session = Transaction) -> ProjectOut:
     return project_out(s, services.get_project(s, name))
 
 
@@ -71,7 +71,7 @@ def project_runs(
     branch: str | None = None,
     status: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    s: Session = Depends(get_session),
+    s: Session = Transaction,
     state=Depends(get_state),  # type: ignore[no-untyped-def]
 ) -> list[RunOut]:
     from chute.store import Change

@@ -17,7 +17,7 @@ from chute.store import Change, LogChunk, Run
 from .. import services
 from ..auth import Identity
 from .convert import change_out, run_out
-from .deps import get_session, get_state, identity
+from .deps import Transaction, get_state, identity
 from .schemas import ChangeOut, LogChunkOut, RerunIn, RunOut
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
@@ -33,7 +33,7 @@ def load_run(s: Session, run_id: int) -> Run:
 @router.get("/runs", response_model=list[RunOut])
 def list_runs(project: str | None = None, pipeline: str | None = None, status: str | None = None,
               limit: int = Query(50, ge=1, le=500), before: int | None = Query(None, description="Only ids below this"),
-              s: Session = Depends(get_session), state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
+              s: Session = Transaction, state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
     """Runs, newest first; filter by project, pipeline, status; page with ``before``."""
     q = select(Run)
     if project:
@@ -48,13 +48,13 @@ def list_runs(project: str | None = None, pipeline: str | None = None, status: s
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: int, s: Session = Depends(get_session), state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
+def get_run(run_id: int, s: Session = Transaction, state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
     return run_out(load_run(s, run_id), state.settings.base_url)
 
 
 @router.get("/runs/{run_id}/logs", response_model=list[LogChunkOut])
 def get_logs(run_id: int, stage: str | None = None, after: int = Query(-1, description="Only chunks with seq > after"),
-             limit: int = Query(5000, ge=1, le=50000), s: Session = Depends(get_session)) -> list[LogChunkOut]:
+             limit: int = Query(5000, ge=1, le=50000), s: Session = Transaction) -> list[LogChunkOut]:
     load_run(s, run_id)
     q = select(LogChunk).where(LogChunk.run_id == run_id, LogChunk.seq > after)
     if stage is not None:
@@ -83,8 +83,12 @@ def _snapshot(state: Any, run_id: int, after: int) -> tuple[dict[str, Any], list
 async def run_events(run_id: int, request: Request, after: int = -1,
                      state=Depends(get_state)) -> StreamingResponse:  # type: ignore[no-untyped-def]
     """Live progress of a run as server-sent events; ends when the run is finished."""
-    with state.db.session() as s:
-        load_run(s, run_id)
+
+    def exists() -> None:
+        with state.db.session() as s:
+            load_run(s, run_id)
+
+    await asyncio.to_thread(exists)  # never a database call on the event loop (see api/agents.py)
 
     async def stream() -> AsyncIterator[bytes]:
         seq = after
@@ -128,7 +132,7 @@ def rerun(run_id: int, body: RerunIn | None = None, who: Identity = Depends(iden
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
-def cancel(run_id: int, who: Identity = Depends(identity), s: Session = Depends(get_session),
+def cancel(run_id: int, who: Identity = Depends(identity), s: Session = Transaction,
            state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
     run = load_run(s, run_id)
     if not state.queue.request_cancel(s, run, who.user):
@@ -139,7 +143,7 @@ def cancel(run_id: int, who: Identity = Depends(identity), s: Session = Depends(
 
 
 @router.get("/projects/{name}/changes/{number}", response_model=list[RunOut])
-def change_runs(name: str, number: str, s: Session = Depends(get_session),
+def change_runs(name: str, number: str, s: Session = Transaction,
                 state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
     """Every run of a change (all patchsets), newest first; ``number`` may also be a commit sha."""
     p = services.get_project(s, name)
@@ -149,7 +153,7 @@ def change_runs(name: str, number: str, s: Session = Depends(get_session),
 
 
 @router.get("/changes/{change_id}", response_model=ChangeOut)
-def get_change(change_id: int, s: Session = Depends(get_session)) -> ChangeOut:
+def get_change(change_id: int, s: Session = Transaction) -> ChangeOut:
     c = s.get(Change, change_id)
     if c is None:
         raise services.ServiceError(f"no change {change_id}", 404)

@@ -107,9 +107,13 @@ def _appends(chunks: list[Any]) -> list[str]:
 async def run_stream(request: Request, run_id: int, after: int, version: str) -> StreamingResponse:
     state = _state(request)
     sess = await asyncio.to_thread(session_of, request)
-    with state.db.session() as s:
-        if views.load_run(s, run_id) is None:
-            raise UIError(404, "No such run", f"There is no run {run_id}.")
+
+    def exists() -> bool:
+        with state.db.session() as s:
+            return views.load_run(s, run_id) is not None
+
+    if not await asyncio.to_thread(exists):  # never a database call on the event loop (api/agents.py)
+        raise UIError(404, "No such run", f"There is no run {run_id}.")
     client = Client(version, after)
 
     async def stream() -> AsyncIterator[bytes]:
