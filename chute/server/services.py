@@ -197,15 +197,22 @@ def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, a
             m.fetch_ref(inc.ref)
         else:
             m.sync()
-        if not inc.commit:
-            inc.commit = m.resolve(inc.ref or f"refs/heads/{project.default_branch}")
-        if not m.has_commit(inc.commit):
+        if inc.commit and not m.has_commit(inc.commit):
             m.sync()
     except RepoError as err:
         raise ServiceError(f"cannot fetch the change's commit: {err}", 502) from None
+    if not inc.commit:
+        ref = inc.ref or f"refs/heads/{project.default_branch}"
+        try:
+            inc.commit = m.resolve(ref)
+        except RepoError:
+            raise ServiceError(f"{ref[:300]!r} names no commit in {project.repo_url}", 422,
+                               "give an existing branch, tag or ref") from None
     if not m.has_commit(inc.commit):
         raise ServiceError(f"commit {inc.commit[:40]} is not in {project.repo_url} (ref {inc.ref or '-'})", 422,
                            "the event names a commit the repository does not have; check the project's repo URL")
+    if len(inc.commit) not in (40, 64):  # an abbreviation: changes are keyed by the full id
+        inc.commit = m.resolve(inc.commit)
     if not inc.title or not inc.author:
         info = m.commit_info(inc.commit)
         inc.title = inc.title or info["subject"]

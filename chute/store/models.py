@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -197,7 +198,8 @@ class LogChunk(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    seq: Mapped[int] = mapped_column(Integer)  # agent-assigned, per run: re-sent chunks are ignored
+    # Agent-assigned, per run (attempt * 10**9 + n, so BIGINT): re-sent chunks are ignored.
+    seq: Mapped[int] = mapped_column(BigInteger)
     stage: Mapped[str] = mapped_column(String(200), default="")
     text: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,9 +14,9 @@ from chute.store import Agent, Job, LogChunk, Run, utcnow
 from .. import services
 from ..auth import Identity
 from .deps import get_session, get_state, identity
-from .schemas import AgentIn, ClaimIn, ClaimOut, CompleteIn, GraphIn, HeartbeatOut, LogsIn, StageIn
+from .schemas import AUTH, AgentIn, ClaimIn, ClaimOut, CompleteIn, GraphIn, HeartbeatOut, Id, LogsIn, StageIn, errors
 
-router = APIRouter(prefix="/api/v1", tags=["agents"])
+router = APIRouter(prefix="/api/v1", tags=["agents"], responses=errors(400, 409, 422))
 
 
 def _held_job(s: Session, job_id: int, agent: str) -> Job:
@@ -35,7 +35,7 @@ def _touch_agent(s: Session, name: str) -> None:
         a.last_seen = utcnow()
 
 
-@router.post("/agents/claim", response_model=ClaimOut, responses={204: {"description": "No job within `wait`"}})
+@router.post("/agents/claim", response_model=ClaimOut, responses=AUTH | {204: {"description": "No job within `wait`"}})
 async def claim(body: ClaimIn, who: Identity = Depends(identity), state=Depends(get_state)):  # type: ignore[no-untyped-def]
     """Long poll: answers with a job as soon as one is queued, or 204 after ``wait`` seconds."""
     deadline = time.monotonic() + body.wait
@@ -59,24 +59,24 @@ async def claim(body: ClaimIn, who: Identity = Depends(identity), state=Depends(
         await asyncio.to_thread(wait)
 
 
-@router.post("/jobs/{job_id}/heartbeat", response_model=HeartbeatOut)
-def heartbeat(job_id: int, body: AgentIn, who: Identity = Depends(identity),
+@router.post("/jobs/{job_id}/heartbeat", response_model=HeartbeatOut, responses=AUTH)
+def heartbeat(job_id: Id, body: AgentIn, who: Identity = Depends(identity),
               state=Depends(get_state)) -> HeartbeatOut:  # type: ignore[no-untyped-def]
     return HeartbeatOut(status=state.queue.heartbeat(job_id, body.agent, lease=state.settings.lease_seconds))
 
 
-@router.post("/jobs/{job_id}/graph", status_code=204)
-def graph(job_id: int, body: GraphIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+@router.post("/jobs/{job_id}/graph", status_code=204, responses=AUTH)
+def graph(job_id: Id, body: GraphIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     job = _held_job(s, job_id, body.agent)
-    services.set_graph(s, s.get(Run, job.run_id), body.graph)
+    services.set_graph(s, s.get(Run, job.run_id), body.graph.model_dump())
     s.flush()
     state.broadcaster.publish(job.run_id)
     return Response(status_code=204)
 
 
-@router.post("/jobs/{job_id}/stage", status_code=204)
-def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+@router.post("/jobs/{job_id}/stage", status_code=204, responses=AUTH)
+def stage(job_id: Id, body: StageIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     job = _held_job(s, job_id, body.agent)
     services.update_stage(s, s.get(Run, job.run_id), body.stage, body.status, error=body.error,
@@ -86,29 +86,29 @@ def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Sess
     return Response(status_code=204)
 
 
-@router.post("/jobs/{job_id}/logs", status_code=204)
-def logs(job_id: int, body: LogsIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
+@router.post("/jobs/{job_id}/logs", status_code=204, responses=AUTH)
+def logs(job_id: Id, body: LogsIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
          state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     """Append log chunks; a chunk whose ``seq`` was already stored (a retry) is ignored."""
     job = _held_job(s, job_id, body.agent)
-    seqs = [int(c["seq"]) for c in body.chunks]
-    have = set(s.scalars(select(LogChunk.seq).where(LogChunk.run_id == job.run_id, LogChunk.seq.in_(seqs))))
+    have = set(s.scalars(select(LogChunk.seq).where(LogChunk.run_id == job.run_id,
+                                                    LogChunk.seq.in_([c.seq for c in body.chunks]))))
     for c in body.chunks:
-        if int(c["seq"]) not in have:
-            s.add(LogChunk(run_id=job.run_id, seq=int(c["seq"]), stage=str(c.get("stage", "")),
-                           text=str(c.get("text", ""))))
+        if c.seq not in have:
+            have.add(c.seq)
+            s.add(LogChunk(run_id=job.run_id, seq=c.seq, stage=c.stage, text=c.text))
     s.flush()
     state.broadcaster.publish(job.run_id)
     return Response(status_code=204)
 
 
-@router.post("/jobs/{job_id}/complete", status_code=204)
-def complete(job_id: int, body: CompleteIn, who: Identity = Depends(identity),
+@router.post("/jobs/{job_id}/complete", status_code=204, responses=AUTH)
+def complete(job_id: Id, body: CompleteIn, who: Identity = Depends(identity),
              state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     with state.db.session() as s:
         job = _held_job(s, job_id, body.agent)
         run_id = job.run_id
-        services.complete_run(s, s.get(Run, run_id), body.result, agent=body.agent)
+        services.complete_run(s, s.get(Run, run_id), body.result.model_dump(), agent=body.agent)
         state.queue.finish(s, job_id, body.agent)
     # After the commit: live pages and reporters see the finished run.
     state.broadcaster.publish(run_id)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from sqlalchemy.orm import selectinload
+
 from chute.store import Change, Image, Run, StageResult
 
 from .schemas import ChangeOut, ImageOut, RunOut, StageOut
+
+# What run_out reads of each run, loaded in a few queries for a whole page of runs.
+RUN_OUT_LOADS = (selectinload(Run.project), selectinload(Run.change), selectinload(Run.stages),
+                 selectinload(Run.images))
 
 
 def _secs(a, b) -> float | None:  # type: ignore[no-untyped-def]

@@ -10,11 +10,11 @@ from chute.store import Project, Run
 
 from .. import services
 from ..auth import Identity
-from .convert import run_out
+from .convert import RUN_OUT_LOADS, run_out
 from .deps import get_session, get_state, identity
-from .schemas import ProjectCreated, ProjectIn, ProjectOut, RunOut, TriggerIn
+from .schemas import AUTH, ProjectCreated, ProjectIn, ProjectOut, RunOut, TriggerIn, errors
 
-router = APIRouter(prefix="/api/v1", tags=["projects"])
+router = APIRouter(prefix="/api/v1", tags=["projects"], responses=errors(400, 404, 409, 422))
 
 
 def last_status(s: Session, project: Project) -> dict[str, str]:
@@ -48,7 +48,7 @@ def list_projects(s: Session = Depends(get_session)) -> list[ProjectOut]:
     return [project_out(s, p) for p in s.scalars(select(Project).order_by(Project.name))]
 
 
-@router.post("/projects", response_model=ProjectCreated, status_code=201)
+@router.post("/projects", response_model=ProjectCreated, status_code=201, responses=AUTH)
 def add_project(body: ProjectIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
                 state=Depends(get_state)) -> ProjectCreated:  # type: ignore[no-untyped-def]
     p, info = services.add_project(s, state.settings, body.repo, body.name, actor=who.user,
@@ -84,11 +84,12 @@ def project_runs(
         q = q.where(Change.branch == branch)
     if status:
         q = q.where(Run.status == status)
-    runs = s.scalars(q.order_by(Run.id.desc()).limit(limit)).all()
+    runs = s.scalars(q.options(*RUN_OUT_LOADS).order_by(Run.id.desc()).limit(limit)).all()
     return [run_out(r, state.settings.base_url) for r in runs]
 
 
-@router.post("/projects/{name}/trigger", response_model=list[RunOut], status_code=201)
+@router.post("/projects/{name}/trigger", response_model=list[RunOut], status_code=201,
+             responses=AUTH | errors(502))
 def trigger(name: str, body: TriggerIn, who: Identity = Depends(identity),
             state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
     with state.db.session() as s:

@@ -253,7 +253,7 @@ def upgrade() -> None:
     op.create_table('log_chunks',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=False),
-    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
     sa.Column('stage', sa.String(length=200), nullable=False),
     sa.Column('text', sa.Text(), nullable=False),
     sa.Column('at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
