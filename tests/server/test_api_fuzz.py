@@ -212,3 +212,120 @@ def test_no_input_gives_a_server_error(fuzz_app: tuple[Any, Any, World]) -> None
             except (Exception, BaseExceptionGroup) as err:  # every operation's failures, reported together
                 failures.append(f"{op.label} ({mode.value}): {err}")
     assert not failures, "\n\n".join(failures)
+
+
+# ------------------------------------------------------------------ what the fuzzer found, pinned down
+def _held_job(server: Any) -> tuple[int, int]:
+    from chute.server import services
+    from chute.store import Change, Project
+
+    st_ = server.app_state
+    with st_.db.session() as s:
+        p = Project(name="greeter", repo_url="/nowhere", webhook_secret="s")
+        ch = Change(project=p, kind="push", commit="c0ffee" * 6 + "abcd", branch="main")
+        s.add_all([p, ch])
+        s.flush()
+        run = services.queue_run(s, st_.settings, p, ch, "test", trigger="manual", actor="ada", trusted=False)
+        run_id = run.id
+    job = server.post("/api/v1/agents/claim", json={"agent": "a1", "wait": 0}, headers=server.admin).json()
+    assert job["run_id"] == run_id
+    return run_id, job["job_id"]
+
+
+def test_ids_beyond_the_database_are_invalid_not_server_errors(server: Any) -> None:
+    big = 2**40
+    for path in (f"/api/v1/runs/{big}", f"/api/v1/changes/{big}", f"/api/v1/deploy-requests/{big}",
+                 f"/api/v1/runs/{big}/logs", f"/api/v1/runs/{big}/deployments", f"/api/v1/runs?before={big}",
+                 f"/api/v1/runs/1/logs?after={2**60}"):
+        r = server.get(path)
+        assert r.status_code == 422, (path, r.status_code, r.text)
+    r = server.post(f"/api/v1/jobs/{big}/heartbeat", json={"agent": "a1"}, headers=server.admin)
+    assert r.status_code == 422
+
+
+def test_malformed_agent_reports_are_refused_and_store_nothing(server: Any) -> None:
+    run_id, jid = _held_job(server)
+    h = server.admin
+    bad = [
+        (f"/api/v1/jobs/{jid}/logs", {"agent": "a1", "chunks": [{"stage": "t", "text": "no seq"}]}),
+        (f"/api/v1/jobs/{jid}/logs", {"agent": "a1", "chunks": [{"seq": "x", "text": "bad seq"}]}),
+        (f"/api/v1/jobs/{jid}/graph", {"agent": "a1", "graph": {"stages": [{"not": "a name"}]}}),
+        (f"/api/v1/jobs/{jid}/graph", {"agent": "a1", "graph": {"stages": ["a"], "edges": [["a"]]}}),
+        (f"/api/v1/jobs/{jid}/complete", {"agent": "a1", "result": {"status": "success",
+                                                                    "stages": [{"status": "success"}]}}),
+        (f"/api/v1/jobs/{jid}/complete", {"agent": "a1", "result": {"images": [{"name": "x"}]}}),
+        (f"/api/v1/jobs/{jid}/stage", {"agent": "a1", "stage": "", "status": "running"}),
+    ]
+    for path, body in bad:
+        r = server.post(path, json=body, headers=h)
+        assert r.status_code == 422, (path, body, r.status_code, r.text)
+    run = server.get(f"/api/v1/runs/{run_id}").json()
+    assert run["status"] == "running" and run["stages"] == [] and run["graph"] == {}
+    assert server.get(f"/api/v1/runs/{run_id}/logs").json() == []
+
+
+def test_third_attempt_log_seqs_and_nul_bytes_are_stored(server: Any) -> None:
+    """A third attempt numbers its chunks from 3 * 10**9 (beyond a 32-bit column); output may hold NUL."""
+    run_id, jid = _held_job(server)
+    seq = 3 * 10**9 + 1
+    chunks = [{"seq": seq, "stage": "t", "text": "a\x00b\n"}, {"seq": seq, "stage": "t", "text": "a\x00b\n"},
+              {"seq": seq + 1, "stage": "t", "text": "next\n"}]
+    r = server.post(f"/api/v1/jobs/{jid}/logs", json={"agent": "a1", "chunks": chunks}, headers=server.admin)
+    assert r.status_code == 204, r.text
+    got = server.get(f"/api/v1/runs/{run_id}/logs").json()
+    assert [(c["seq"], c["text"]) for c in got] == [(seq, "a\ufffdb\n"), (seq + 1, "next\n")]
+    assert server.get(f"/api/v1/runs/{run_id}/logs", params={"after": seq}).json()[0]["seq"] == seq + 1
+
+
+def test_a_nul_in_the_url_is_a_400(server: Any) -> None:
+    assert server.get("/api/v1/projects/gree%00ter").status_code == 400
+    assert server.get("/api/v1/runs", params={"project": "a\x00b"}).status_code == 400
+
+
+def test_logs_come_in_pages_of_about_a_mebibyte(server: Any) -> None:
+    run_id, jid = _held_job(server)
+    piece = "x" * 600_000
+    chunks = [{"seq": n, "stage": "t", "text": piece} for n in (1, 2, 3)]
+    assert server.post(f"/api/v1/jobs/{jid}/logs", json={"agent": "a1", "chunks": chunks},
+                       headers=server.admin).status_code == 204
+    first = server.get(f"/api/v1/runs/{run_id}/logs").json()
+    assert [c["seq"] for c in first] == [1, 2]  # 1.2 MB: the page ends after the chunk that passed 1 MiB
+    rest = server.get(f"/api/v1/runs/{run_id}/logs", params={"after": 2}).json()
+    assert [c["seq"] for c in rest] == [3]
+    assert server.get(f"/api/v1/runs/{run_id}/logs", params={"after": 3}).json() == []
+
+
+def test_trigger_refs_and_abbreviated_commits(server: Any, tmp_path: Path) -> None:
+    from tests.conftest import git
+
+    repo = make_repo(tmp_path / "greeter", files={".pipeline/config.yaml": CONFIG, ".pipeline/blubber.yaml": BLUBBER})
+    long_branch = "b" * 250  # git allows it; the branch column holds 200 characters
+    git(repo, "checkout", "-q", "-b", long_branch)
+    git(repo, "commit", "-q", "--allow-empty", "-m", "on a long branch")
+    git(repo, "checkout", "-q", "main")
+    h = server.admin
+    assert server.post("/api/v1/projects", json={"repo": str(repo), "name": "greeter"}, headers=h).status_code == 201
+    r = server.post("/api/v1/projects/greeter/trigger", json={"ref": "no-such-branch"}, headers=h)
+    assert r.status_code == 422 and "names no commit" in r.json()["detail"]
+    sha = git(repo, "rev-parse", "HEAD")
+    r = server.post("/api/v1/projects/greeter/trigger", json={"commit": sha[:10], "pipelines": ["test"]}, headers=h)
+    assert r.status_code == 201, r.text
+    assert r.json()[0]["change"]["commit"] == sha  # one change per commit, however it was named
+    before = server.get("/api/v1/runs").json()
+    r = server.post("/api/v1/projects/greeter/trigger", json={"ref": long_branch, "pipelines": ["test"]}, headers=h)
+    # SQLite keeps the long name; PostgreSQL refuses it: a 400 that stores nothing, never a 500.
+    assert r.status_code == (400 if "postgresql" in server.app_state.db.url else 201), r.text
+    if r.status_code == 400:
+        assert "cannot be stored" in r.json()["detail"]
+        assert server.get("/api/v1/runs").json() == before
+
+
+def test_openapi_documents_errors_and_which_calls_need_a_token(server: Any) -> None:
+    doc = server.get("/openapi.json").json()
+    paths = doc["paths"]
+    assert "401" in paths["/api/v1/runs/{run_id}/cancel"]["post"]["responses"]
+    assert "401" not in paths["/api/v1/runs/{run_id}"]["get"]["responses"]
+    assert "404" in paths["/api/v1/runs/{run_id}"]["get"]["responses"]
+    assert doc["components"]["schemas"]["ErrorOut"]["required"] == ["detail"]
+    every_post = [op for ops in paths.values() for m, op in ops.items() if m == "post"]
+    assert all("401" in op["responses"] for op in every_post if op.get("security"))
