@@ -77,6 +77,7 @@ class Change(Base):
         UniqueConstraint("project_id", "kind", "number", "patchset", "commit", name="uq_change_identity"),
         Index("ix_changes_project_commit", "project_id", "commit"),
         Index("ix_changes_project_number", "project_id", "number"),
+        Index("ix_changes_project_branch", "project_id", "branch"),  # the branch filter's choices
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -101,8 +102,11 @@ class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
         Index("ix_runs_project_created", "project_id", "created_at"),
+        Index("ix_runs_project_id", "project_id", "id"),  # a project's runs, newest first
+        Index("ix_runs_project_pipeline", "project_id", "pipeline", "id"),  # the newest run of each pipeline
         Index("ix_runs_change", "change_id"),
-        Index("ix_runs_status", "status"),
+        Index("ix_runs_rerun_of", "rerun_of"),  # a run page lists the run's reruns
+        Index("ix_runs_status", "status", "id"),  # runs in a status, newest first (e.g. the few active ones)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -156,7 +160,7 @@ class Image(Base):
     """An image a run published: every pushed reference with its digest."""
 
     __tablename__ = "images"
-    __table_args__ = (Index("ix_images_digest", "digest"),)
+    __table_args__ = (Index("ix_images_digest", "digest"), Index("ix_images_run", "run_id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))

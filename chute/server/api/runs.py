@@ -163,7 +163,11 @@ def change_runs(name: str, number: str, s: Session = Depends(get_session),
     """Every run of a change (all patchsets), newest first; ``number`` may also be a commit sha."""
     p = services.get_project(s, name)
     q = select(Run).join(Change).where(Run.project_id == p.id)
-    q = q.where((Change.number == number) | (Change.commit.startswith(number) if len(number) >= 7 else False))
+    if len(number) >= 7 and all(c in "0123456789abcdef" for c in number):
+        # A range, not LIKE 'key%': SQLite uses ix_changes_project_commit only for a range.
+        q = q.where((Change.number == number) | ((Change.commit >= number) & (Change.commit < number + "g")))
+    else:
+        q = q.where(Change.number == number)
     return [run_out(r, state.settings.base_url) for r in s.scalars(q.options(*RUN_OUT_LOADS).order_by(Run.id.desc()))]
 
 

@@ -105,6 +105,7 @@ def upgrade() -> None:
     with op.batch_alter_table('changes', schema=None) as batch_op:
         batch_op.create_index('ix_changes_project_commit', ['project_id', 'commit'], unique=False)
         batch_op.create_index('ix_changes_project_number', ['project_id', 'number'], unique=False)
+        batch_op.create_index('ix_changes_project_branch', ['project_id', 'branch'], unique=False)
 
     op.create_table('environments',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -154,8 +155,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.create_index('ix_runs_change', ['change_id'], unique=False)
+        batch_op.create_index('ix_runs_rerun_of', ['rerun_of'], unique=False)
         batch_op.create_index('ix_runs_project_created', ['project_id', 'created_at'], unique=False)
-        batch_op.create_index('ix_runs_status', ['status'], unique=False)
+        batch_op.create_index('ix_runs_project_id', ['project_id', 'id'], unique=False)
+        batch_op.create_index('ix_runs_project_pipeline', ['project_id', 'pipeline', 'id'], unique=False)
+        batch_op.create_index('ix_runs_status', ['status', 'id'], unique=False)
 
     op.create_table('deploy_requests',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -229,6 +233,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('images', schema=None) as batch_op:
         batch_op.create_index('ix_images_digest', ['digest'], unique=False)
+        batch_op.create_index('ix_images_run', ['run_id'], unique=False)
 
     op.create_table('jobs',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -293,6 +298,7 @@ def downgrade() -> None:
 
     op.drop_table('jobs')
     with op.batch_alter_table('images', schema=None) as batch_op:
+        batch_op.drop_index('ix_images_run')
         batch_op.drop_index('ix_images_digest')
 
     op.drop_table('images')
@@ -307,13 +313,17 @@ def downgrade() -> None:
     op.drop_table('deploy_requests')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_index('ix_runs_status')
+        batch_op.drop_index('ix_runs_project_pipeline')
+        batch_op.drop_index('ix_runs_project_id')
         batch_op.drop_index('ix_runs_project_created')
+        batch_op.drop_index('ix_runs_rerun_of')
         batch_op.drop_index('ix_runs_change')
 
     op.drop_table('runs')
     op.drop_table('webhook_deliveries')
     op.drop_table('environments')
     with op.batch_alter_table('changes', schema=None) as batch_op:
+        batch_op.drop_index('ix_changes_project_branch')
         batch_op.drop_index('ix_changes_project_number')
         batch_op.drop_index('ix_changes_project_commit')
 
