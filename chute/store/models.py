@@ -107,6 +107,7 @@ class Run(Base):
         Index("ix_runs_change", "change_id"),
         Index("ix_runs_rerun_of", "rerun_of"),  # a run page lists the run's reruns
         Index("ix_runs_status", "status", "id"),  # runs in a status, newest first (e.g. the few active ones)
+        Index("ix_runs_project_status", "project_id", "status", "id"),  # the project page's status filter
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

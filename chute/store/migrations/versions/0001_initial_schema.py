@@ -160,6 +160,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_runs_project_id', ['project_id', 'id'], unique=False)
         batch_op.create_index('ix_runs_project_pipeline', ['project_id', 'pipeline', 'id'], unique=False)
         batch_op.create_index('ix_runs_status', ['status', 'id'], unique=False)
+        batch_op.create_index('ix_runs_project_status', ['project_id', 'status', 'id'], unique=False)
 
     op.create_table('deploy_requests',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -312,6 +313,7 @@ def downgrade() -> None:
 
     op.drop_table('deploy_requests')
     with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_runs_project_status')
         batch_op.drop_index('ix_runs_status')
         batch_op.drop_index('ix_runs_project_pipeline')
         batch_op.drop_index('ix_runs_project_id')
