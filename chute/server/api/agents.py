@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
+from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from sqlalchemy import select
@@ -27,12 +29,15 @@ def _held_job(s: Session, job_id: int, agent: str) -> Job:
     return job
 
 
-def _touch_agent(s: Session, name: str) -> None:
-    a = s.scalars(select(Agent).where(Agent.name == name)).first()
-    if a is None:
-        s.add(Agent(name=name))
-    else:
-        a.last_seen = utcnow()
+def _touch_agent(state: Any, name: str) -> None:
+    """Record that the agent was seen (to the minute: a write per claim would slow every claim)."""
+    now = utcnow()
+    with state.db.session() as s:
+        a = s.scalars(select(Agent).where(Agent.name == name)).first()
+        if a is None:
+            s.add(Agent(name=name))
+        elif now - a.last_seen > timedelta(minutes=1):
+            a.last_seen = now
 
 
 @router.post("/agents/claim", response_model=ClaimOut, responses=AUTH | {204: {"description": "No job within `wait`"}})
@@ -43,8 +48,7 @@ async def claim(body: ClaimIn, who: Identity = Depends(identity), state=Depends(
     while True:
         c = await asyncio.to_thread(state.queue.claim, body.agent, lease=lease)
         if c is not None:
-            with state.db.session() as s:
-                _touch_agent(s, body.agent)
+            await asyncio.to_thread(_touch_agent, state, body.agent)
             state.broadcaster.publish(c.run_id)
             return ClaimOut(job_id=c.job_id, run_id=c.run_id, attempt=c.attempt, lease_seconds=lease,
                             payload=c.payload)
