@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 
 from chute import __version__
 from chute.store import Database
@@ -154,6 +155,21 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
         lifespan=lifespan,
     )
     app.state.chute = state
+
+    @app.middleware("http")
+    async def _no_nul_in_urls(request: Request, call_next: Any) -> Any:
+        # No name or id contains NUL, and PostgreSQL cannot even compare text with it.
+        if "\x00" in request.url.path or b"%00" in request.scope.get("query_string", b""):
+            return JSONResponse({"detail": "the URL contains a NUL character (%00)"}, status_code=400)
+        return await call_next(request)
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the checks let through (too long, out of range, NUL):
+        # the request is at fault, and nothing was stored (the transaction rolled back).
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+        return JSONResponse({"detail": f"a value in the request cannot be stored: {reason[:300]}",
+                             "hint": "shorten or correct the value"}, status_code=400)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:

@@ -13,7 +13,7 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from chute.store import Database, Token, ledger, utcnow
 
 ADMIN_TOKEN_FILE = "admin-token"
+LAST_USED_RESOLUTION = timedelta(minutes=1)  # how exactly a token's last use is recorded
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,8 @@ def check_token(session: Session, text: str) -> Identity | None:
             continue
         if tok.revoked_at is not None or (tok.expires_at is not None and tok.expires_at <= now):
             return None
-        tok.last_used_at = now
+        if tok.last_used_at is None or now - tok.last_used_at > LAST_USED_RESOLUTION:
+            tok.last_used_at = now  # not on every call: that would make every request a write
         return Identity(tok.user, tuple(tok.scopes), tok.id)
     return None
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from chute.repo import Mirror, RepoError, mirror_for
@@ -197,15 +197,22 @@ def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, a
             m.fetch_ref(inc.ref)
         else:
             m.sync()
-        if not inc.commit:
-            inc.commit = m.resolve(inc.ref or f"refs/heads/{project.default_branch}")
-        if not m.has_commit(inc.commit):
+        if inc.commit and not m.has_commit(inc.commit):
             m.sync()
     except RepoError as err:
         raise ServiceError(f"cannot fetch the change's commit: {err}", 502) from None
+    if not inc.commit:
+        ref = inc.ref or f"refs/heads/{project.default_branch}"
+        try:
+            inc.commit = m.resolve(ref)
+        except RepoError:
+            raise ServiceError(f"{ref[:300]!r} names no commit in {project.repo_url}", 422,
+                               "give an existing branch, tag or ref") from None
     if not m.has_commit(inc.commit):
         raise ServiceError(f"commit {inc.commit[:40]} is not in {project.repo_url} (ref {inc.ref or '-'})", 422,
                            "the event names a commit the repository does not have; check the project's repo URL")
+    if len(inc.commit) not in (40, 64):  # an abbreviation: changes are keyed by the full id
+        inc.commit = m.resolve(inc.commit)
     if not inc.title or not inc.author:
         info = m.commit_info(inc.commit)
         inc.title = inc.title or info["subject"]
@@ -395,6 +402,59 @@ def complete_run(s: Session, run: Run, result: dict[str, Any], *, agent: str) ->
     ledger.record(s, "run.finished", run=run, actor=f"agent:{agent}", outcome=run.status,
                   data={"duration": result.get("duration"), "pipeline": run.pipeline, "trigger": run.trigger,
                         "rerun_of": run.rerun_of})
+
+
+# A project's distinct pipelines (or branches), each found with one index probe: the recursion
+# steps from one value to the next larger one. Neither SQLite's nor PostgreSQL's DISTINCT can
+# skip through an index like this, and on PostgreSQL a DISTINCT read every run of the project
+# (200 ms for 50,000 runs).
+_PIPELINE_HEADS = text("""
+WITH RECURSIVE p(pipeline) AS (
+    SELECT min(pipeline) FROM runs WHERE project_id = :project
+    UNION ALL
+    SELECT (SELECT min(r.pipeline) FROM runs r WHERE r.project_id = :project AND r.pipeline > p.pipeline)
+    FROM p WHERE p.pipeline IS NOT NULL
+)
+SELECT pipeline, (SELECT max(r.id) FROM runs r WHERE r.project_id = :project AND r.pipeline = p.pipeline)
+FROM p WHERE pipeline IS NOT NULL ORDER BY pipeline
+""")
+_BRANCHES = text("""
+WITH RECURSIVE b(branch) AS (
+    SELECT min(branch) FROM changes WHERE project_id = :project
+    UNION ALL
+    SELECT (SELECT min(c.branch) FROM changes c WHERE c.project_id = :project AND c.branch > b.branch)
+    FROM b WHERE b.branch IS NOT NULL
+)
+SELECT branch FROM b WHERE branch IS NOT NULL ORDER BY branch
+""")
+
+
+def pipeline_heads(s: Session, project_id: int) -> dict[str, int]:
+    """pipeline -> id of its newest run, for one project (on ix_runs_project_pipeline)."""
+    return {name: run_id for name, run_id in s.execute(_PIPELINE_HEADS, {"project": project_id})}
+
+
+def branches(s: Session, project_id: int) -> list[str]:
+    """The branches the project's changes were made on (on ix_changes_project_branch)."""
+    return [b for b in s.scalars(_BRANCHES, {"project": project_id}) if b]
+
+
+def newest_run_ids(s: Session, project_ids: list[int] | None = None) -> list[int]:
+    """The id of the newest run of each pipeline of each project (all projects by default)."""
+    if project_ids is None:
+        project_ids = list(s.scalars(select(Project.id)))
+    return [run_id for pid in project_ids for run_id in pipeline_heads(s, pid).values()]
+
+
+def newest_image_runs(s: Session, project_ids: list[int]) -> dict[int, int]:
+    """Per project, the newest run that published an image (walks the project's runs newest first)."""
+    has_image = select(Image.id).where(Image.run_id == Run.id).exists()
+    out: dict[int, int] = {}
+    for pid in project_ids:
+        run_id = s.scalar(select(Run.id).where(Run.project_id == pid, has_image).order_by(Run.id.desc()).limit(1))
+        if run_id is not None:
+            out[pid] = run_id
+    return out
 
 
 def job_for(s: Session, run: Run) -> Job | None:

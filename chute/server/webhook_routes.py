@@ -58,8 +58,13 @@ def incoming_from(event: ChangeEvent, project: Project) -> services.Incoming | N
 @router.post("/webhooks/{kind}", summary="Receive a code-review event (Gerrit, GitLab, GitHub, plain git)",
              responses={202: {"description": "Accepted; the runs it queued (or why it was ignored)"},
                         200: {"description": "A delivery already processed"},
+                        400: {"description": "No project in the URL, or a malformed payload; nothing stored"},
                         401: {"description": "Missing or wrong secret/signature; nothing stored"},
-                        403: {"description": "The payload names another repository"}})
+                        403: {"description": "The payload names another repository"},
+                        404: {"description": "No such webhook kind or project"},
+                        413: {"description": "The payload is larger than 25 MB"},
+                        422: {"description": "The event names a commit the repository does not have"},
+                        502: {"description": "The project's repository could not be fetched"}})
 async def receive(kind: str, request: Request, project: str | None = None) -> JSONResponse:
     state = request.app.state.chute
     try:

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -76,6 +77,7 @@ class Change(Base):
         UniqueConstraint("project_id", "kind", "number", "patchset", "commit", name="uq_change_identity"),
         Index("ix_changes_project_commit", "project_id", "commit"),
         Index("ix_changes_project_number", "project_id", "number"),
+        Index("ix_changes_project_branch", "project_id", "branch"),  # the branch filter's choices
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -100,8 +102,12 @@ class Run(Base):
     __tablename__ = "runs"
     __table_args__ = (
         Index("ix_runs_project_created", "project_id", "created_at"),
+        Index("ix_runs_project_id", "project_id", "id"),  # a project's runs, newest first
+        Index("ix_runs_project_pipeline", "project_id", "pipeline", "id"),  # the newest run of each pipeline
         Index("ix_runs_change", "change_id"),
-        Index("ix_runs_status", "status"),
+        Index("ix_runs_rerun_of", "rerun_of"),  # a run page lists the run's reruns
+        Index("ix_runs_status", "status", "id"),  # runs in a status, newest first (e.g. the few active ones)
+        Index("ix_runs_project_status", "project_id", "status", "id"),  # the project page's status filter
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -155,7 +161,7 @@ class Image(Base):
     """An image a run published: every pushed reference with its digest."""
 
     __tablename__ = "images"
-    __table_args__ = (Index("ix_images_digest", "digest"),)
+    __table_args__ = (Index("ix_images_digest", "digest"), Index("ix_images_run", "run_id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
@@ -197,7 +203,8 @@ class LogChunk(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
-    seq: Mapped[int] = mapped_column(Integer)  # agent-assigned, per run: re-sent chunks are ignored
+    # Agent-assigned, per run (attempt * 10**9 + n, so BIGINT): re-sent chunks are ignored.
+    seq: Mapped[int] = mapped_column(BigInteger)
     stage: Mapped[str] = mapped_column(String(200), default="")
     text: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)

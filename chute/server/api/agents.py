@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -16,9 +17,9 @@ from chute.store.queue import held_for_update
 from .. import services
 from ..auth import Identity
 from .deps import Transaction, get_state, identity
-from .schemas import AgentIn, ClaimIn, ClaimOut, CompleteIn, GraphIn, HeartbeatOut, LogsIn, StageIn
+from .schemas import AUTH, AgentIn, ClaimIn, ClaimOut, CompleteIn, GraphIn, HeartbeatOut, Id, LogsIn, StageIn, errors
 
-router = APIRouter(prefix="/api/v1", tags=["agents"])
+router = APIRouter(prefix="/api/v1", tags=["agents"], responses=errors(400, 409, 422))
 
 
 def _held_job(s: Session, job_id: int, agent: str) -> Job:
@@ -30,20 +31,18 @@ def _held_job(s: Session, job_id: int, agent: str) -> Job:
     return job
 
 
-def _touch_agent(s: Session, name: str) -> None:
-    a = s.scalars(select(Agent).where(Agent.name == name)).first()
-    if a is None:
-        s.add(Agent(name=name))
-    else:
-        a.last_seen = utcnow()
-
-
-def _seen(state: Any, name: str) -> None:
+def _touch_agent(state: Any, name: str) -> None:
+    """Record that the agent was seen (to the minute: a write per claim would slow every claim)."""
+    now = utcnow()
     with state.db.session() as s:
-        _touch_agent(s, name)
+        a = s.scalars(select(Agent).where(Agent.name == name)).first()
+        if a is None:
+            s.add(Agent(name=name))
+        elif now - a.last_seen > timedelta(minutes=1):
+            a.last_seen = now
 
 
-@router.post("/agents/claim", response_model=ClaimOut, responses={204: {"description": "No job within `wait`"}})
+@router.post("/agents/claim", response_model=ClaimOut, responses=AUTH | {204: {"description": "No job within `wait`"}})
 async def claim(body: ClaimIn, request: Request, who: Identity = Depends(identity),
                 state=Depends(get_state)):  # type: ignore[no-untyped-def]
     """Long poll: answers with a job as soon as one is queued, or 204 after ``wait`` seconds."""
@@ -56,9 +55,8 @@ async def claim(body: ClaimIn, request: Request, who: Identity = Depends(identit
         c = await asyncio.to_thread(state.queue.claim, body.agent, lease=lease)
         if c is not None:
             # Off the event loop like every database call here: on SQLite a blocked write would hold
-            # the loop, and with it the commits of other requests' sessions -- a deadlock until
-            # the busy timeout (30 s) runs out.
-            await asyncio.to_thread(_seen, state, body.agent)
+            # the loop, and with it the commits of other requests' sessions.
+            await asyncio.to_thread(_touch_agent, state, body.agent)
             state.broadcaster.publish(c.run_id)
             return ClaimOut(job_id=c.job_id, run_id=c.run_id, attempt=c.attempt, lease_seconds=lease,
                             payload=c.payload)
@@ -73,24 +71,24 @@ async def claim(body: ClaimIn, request: Request, who: Identity = Depends(identit
         await asyncio.to_thread(wait)
 
 
-@router.post("/jobs/{job_id}/heartbeat", response_model=HeartbeatOut)
-def heartbeat(job_id: int, body: AgentIn, who: Identity = Depends(identity),
+@router.post("/jobs/{job_id}/heartbeat", response_model=HeartbeatOut, responses=AUTH)
+def heartbeat(job_id: Id, body: AgentIn, who: Identity = Depends(identity),
               state=Depends(get_state)) -> HeartbeatOut:  # type: ignore[no-untyped-def]
     return HeartbeatOut(status=state.queue.heartbeat(job_id, body.agent, lease=state.settings.lease_seconds))
 
 
-@router.post("/jobs/{job_id}/graph", status_code=204)
-def graph(job_id: int, body: GraphIn, who: Identity = Depends(identity), s: Session = Transaction,
+@router.post("/jobs/{job_id}/graph", status_code=204, responses=AUTH)
+def graph(job_id: Id, body: GraphIn, who: Identity = Depends(identity), s: Session = Transaction,
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     job = _held_job(s, job_id, body.agent)
-    services.set_graph(s, s.get(Run, job.run_id), body.graph)
+    services.set_graph(s, s.get(Run, job.run_id), body.graph.model_dump())
     s.flush()
     state.broadcaster.publish(job.run_id)
     return Response(status_code=204)
 
 
-@router.post("/jobs/{job_id}/stage", status_code=204)
-def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Session = Transaction,
+@router.post("/jobs/{job_id}/stage", status_code=204, responses=AUTH)
+def stage(job_id: Id, body: StageIn, who: Identity = Depends(identity), s: Session = Transaction,
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     job = _held_job(s, job_id, body.agent)
     services.update_stage(s, s.get(Run, job.run_id), body.stage, body.status, error=body.error,
@@ -100,33 +98,29 @@ def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Sess
     return Response(status_code=204)
 
 
-@router.post("/jobs/{job_id}/logs", status_code=204)
-def logs(job_id: int, body: LogsIn, who: Identity = Depends(identity), s: Session = Transaction,
+@router.post("/jobs/{job_id}/logs", status_code=204, responses=AUTH)
+def logs(job_id: Id, body: LogsIn, who: Identity = Depends(identity), s: Session = Transaction,
          state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     """Append log chunks; a chunk whose ``seq`` was already stored (a retry) is ignored."""
     job = _held_job(s, job_id, body.agent)
-    bad = [c.get("seq") for c in body.chunks if not isinstance(c.get("seq"), int) or not 0 <= c["seq"] < 2**31]
-    if bad:
-        raise services.ServiceError(f"log chunk seq {bad[0]!r} is not a whole number from 0 to 2^31-1", 422,
-                                    "number the chunks of a run 1, 2, 3, ... (per attempt: attempt * 10^7 + n)")
-    seqs = [int(c["seq"]) for c in body.chunks]
-    have = set(s.scalars(select(LogChunk.seq).where(LogChunk.run_id == job.run_id, LogChunk.seq.in_(seqs))))
+    have = set(s.scalars(select(LogChunk.seq).where(LogChunk.run_id == job.run_id,
+                                                    LogChunk.seq.in_([c.seq for c in body.chunks]))))
     for c in body.chunks:
-        if int(c["seq"]) not in have:
-            s.add(LogChunk(run_id=job.run_id, seq=int(c["seq"]), stage=str(c.get("stage", "")),
-                           text=str(c.get("text", ""))))
+        if c.seq not in have:
+            have.add(c.seq)
+            s.add(LogChunk(run_id=job.run_id, seq=c.seq, stage=c.stage, text=c.text))
     s.flush()
     state.broadcaster.publish(job.run_id)
     return Response(status_code=204)
 
 
-@router.post("/jobs/{job_id}/complete", status_code=204)
-def complete(job_id: int, body: CompleteIn, who: Identity = Depends(identity),
+@router.post("/jobs/{job_id}/complete", status_code=204, responses=AUTH)
+def complete(job_id: Id, body: CompleteIn, who: Identity = Depends(identity),
              state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     with state.db.session() as s:
         job = _held_job(s, job_id, body.agent)
         run_id = job.run_id
-        services.complete_run(s, s.get(Run, run_id), body.result, agent=body.agent)
+        services.complete_run(s, s.get(Run, run_id), body.result.model_dump(), agent=body.agent)
         state.queue.finish(s, job_id, body.agent)
     # After the commit: live pages and reporters see the finished run.
     state.broadcaster.publish(run_id)

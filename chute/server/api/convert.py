@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from sqlalchemy.orm import defer, selectinload
+
 from chute.store import Change, Image, Run, StageResult
 
 from .schemas import ChangeOut, ImageOut, RunOut, StageOut
+
+# What run_out reads of each run, loaded in a few queries for a whole page of runs; the runner's
+# result document (often the largest column) and the params are not part of RunOut.
+RUN_OUT_LOADS = (selectinload(Run.project), selectinload(Run.change), selectinload(Run.stages),
+                 selectinload(Run.images), defer(Run.result), defer(Run.params))
 
 
 def _secs(a, b) -> float | None:  # type: ignore[no-untyped-def]

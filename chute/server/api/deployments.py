@@ -22,21 +22,23 @@ from chute.store import Environment as EnvironmentRow
 from .. import deploys, services
 from ..auth import Identity
 from .deps import Transaction, get_state, identity
+from .schemas import AUTH, DB_INT_MAX, Id, errors
 
-router = APIRouter(prefix="/api/v1", tags=["deployments"])
+router = APIRouter(prefix="/api/v1", tags=["deployments"], responses=errors(400, 403, 404, 409, 422))
 
 
 # ------------------------------------------------------------------ bodies
 class DeployIn(BaseModel):
     image: str | None = Field(None, description="An image reference (tag or digest); or give `run`")
-    run: int | None = Field(None, description="Deploy the last image this run published")
+    run: int | None = Field(None, ge=1, le=DB_INT_MAX, description="Deploy the last image this run published")
     reason: str = Field("", max_length=2000, description="Why (kept in the history and the ledger)")
     override_freeze: bool = Field(False, description="Deploy during a freeze or outside the deploy windows "
                                                      "(needs a reason; recorded as deploy.freeze-override)")
 
 
 class RollbackIn(BaseModel):
-    to_revision: int | None = Field(None, ge=1, description="Default: the last healthy revision with another image")
+    to_revision: int | None = Field(None, ge=1, le=DB_INT_MAX,
+                                    description="Default: the last healthy revision with another image")
     reason: str = Field("", max_length=2000)
     override_freeze: bool = False
 
@@ -247,7 +249,7 @@ def environment_requests(name: str, env: str, limit: int = Query(50, ge=1, le=10
     return [_request_out(state, s, r) for r in reqs]
 
 
-@router.post("/projects/{name}/environments/{env}/deploy", response_model=RequestOut, status_code=202)
+@router.post("/projects/{name}/environments/{env}/deploy", response_model=RequestOut, status_code=202, responses=AUTH)
 def deploy(name: str, env: str, body: DeployIn, request: Request, who: Identity = Depends(identity),
            state=Depends(get_state)) -> RequestOut:  # type: ignore[no-untyped-def]
     """Queue a deployment of an image (or of a run's published image) to an environment."""
@@ -276,7 +278,7 @@ def deploy(name: str, env: str, body: DeployIn, request: Request, who: Identity 
     return out
 
 
-@router.post("/projects/{name}/environments/{env}/rollback", response_model=RequestOut, status_code=202)
+@router.post("/projects/{name}/environments/{env}/rollback", response_model=RequestOut, status_code=202, responses=AUTH)
 def rollback(name: str, env: str, body: RollbackIn, request: Request, who: Identity = Depends(identity),
              state=Depends(get_state)) -> RequestOut:  # type: ignore[no-untyped-def]
     """Queue a rollback to ``to_revision`` (default: the last healthy revision with another image)."""
@@ -299,7 +301,7 @@ def rollback(name: str, env: str, body: RollbackIn, request: Request, who: Ident
 
 
 @router.get("/deploy-requests/{req_id}", response_model=RequestOut)
-def get_request(req_id: int, s: Session = Transaction,
+def get_request(req_id: Id, s: Session = Transaction,
                 state=Depends(get_state)) -> RequestOut:  # type: ignore[no-untyped-def]
     req = s.get(DeployRequest, req_id)
     if req is None:
@@ -307,8 +309,8 @@ def get_request(req_id: int, s: Session = Transaction,
     return _request_out(state, s, req)
 
 
-@router.post("/deploy-requests/{req_id}/override", response_model=RequestOut)
-def override_request(req_id: int, body: OverrideIn, request: Request, who: Identity = Depends(identity),
+@router.post("/deploy-requests/{req_id}/override", response_model=RequestOut, responses=AUTH)
+def override_request(req_id: Id, body: OverrideIn, request: Request, who: Identity = Depends(identity),
                      state=Depends(get_state)) -> RequestOut:  # type: ignore[no-untyped-def]
     """Let a held (or queued) request through the freeze now; recorded when it deploys."""
     _can_deploy(who)
@@ -323,8 +325,8 @@ def override_request(req_id: int, body: OverrideIn, request: Request, who: Ident
     return out
 
 
-@router.post("/runs/{run_id}/override-freeze", response_model=RunDeploymentsOut)
-def override_run(run_id: int, body: OverrideIn, request: Request, who: Identity = Depends(identity),
+@router.post("/runs/{run_id}/override-freeze", response_model=RunDeploymentsOut, responses=AUTH)
+def override_run(run_id: Id, body: OverrideIn, request: Request, who: Identity = Depends(identity),
                  state=Depends(get_state)) -> RunDeploymentsOut:  # type: ignore[no-untyped-def]
     """Release a run a freeze holds in the queue; its deployments go through the freeze (audited)."""
     _can_deploy(who)
@@ -340,7 +342,7 @@ def override_run(run_id: int, body: OverrideIn, request: Request, who: Identity 
 
 
 @router.get("/runs/{run_id}/deployments", response_model=RunDeploymentsOut)
-def run_deployments(run_id: int, s: Session = Transaction,
+def run_deployments(run_id: Id, s: Session = Transaction,
                     state=Depends(get_state)) -> RunDeploymentsOut:  # type: ignore[no-untyped-def]
     """Where this run's change is deployed, and whether a freeze holds the run."""
     run = s.get(Run, run_id)

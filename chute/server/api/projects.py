@@ -10,24 +10,30 @@ from chute.store import Project, Run
 
 from .. import services
 from ..auth import Identity
-from .convert import run_out
+from .convert import RUN_OUT_LOADS, run_out
 from .deps import Transaction, get_state, identity
-from .schemas import ProjectCreated, ProjectIn, ProjectOut, RunOut, TriggerIn
+from .schemas import AUTH, ProjectCreated, ProjectIn, ProjectOut, RunOut, TriggerIn, errors
 
-router = APIRouter(prefix="/api/v1", tags=["projects"])
+router = APIRouter(prefix="/api/v1", tags=["projects"], responses=errors(400, 404, 409, 422))
 
 
-def last_status(s: Session, project: Project) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for run in s.scalars(select(Run).where(Run.project_id == project.id).order_by(Run.id)):
-        out[run.pipeline] = run.status
+def last_status(s: Session, project_ids: list[int]) -> dict[int, dict[str, str]]:
+    """Per project: pipeline -> status of its newest run."""
+    out: dict[int, dict[str, str]] = {pid: {} for pid in project_ids}
+    newest = services.newest_run_ids(s, project_ids)
+    rows = s.execute(select(Run.project_id, Run.pipeline, Run.status).where(Run.id.in_(newest))
+                     .order_by(Run.pipeline))
+    for pid, pipeline, status in rows:
+        out[pid][pipeline] = status
     return out
 
 
-def project_out(s: Session, p: Project) -> ProjectOut:
+def project_out(s: Session, p: Project, status: dict[str, str] | None = None) -> ProjectOut:
+    if status is None:
+        status = last_status(s, [p.id])[p.id]
     return ProjectOut(name=p.name, repo_url=p.repo_url, review_kind=p.review_kind,
                       default_branch=p.default_branch, has_pipeline=p.has_pipeline,
-                      config_error=p.config_error, created_at=p.created_at, last_status=last_status(s, p))
+                      config_error=p.config_error, created_at=p.created_at, last_status=status)
 
 
 def webhook_instructions(kind: str, url: str) -> str:
@@ -45,10 +51,12 @@ def webhook_instructions(kind: str, url: str) -> str:
 
 @router.get("/projects", response_model=list[ProjectOut])
 def list_projects(s: Session = Transaction) -> list[ProjectOut]:
-    return [project_out(s, p) for p in s.scalars(select(Project).order_by(Project.name))]
+    projects = list(s.scalars(select(Project).order_by(Project.name)))
+    status = last_status(s, [p.id for p in projects])
+    return [project_out(s, p, status[p.id]) for p in projects]
 
 
-@router.post("/projects", response_model=ProjectCreated, status_code=201)
+@router.post("/projects", response_model=ProjectCreated, status_code=201, responses=AUTH)
 def add_project(body: ProjectIn, who: Identity = Depends(identity), s: Session = Transaction,
                 state=Depends(get_state)) -> ProjectCreated:  # type: ignore[no-untyped-def]
     p, info = services.add_project(s, state.settings, body.repo, body.name, actor=who.user,
@@ -84,11 +92,12 @@ def project_runs(
         q = q.where(Change.branch == branch)
     if status:
         q = q.where(Run.status == status)
-    runs = s.scalars(q.order_by(Run.id.desc()).limit(limit)).all()
+    runs = s.scalars(q.options(*RUN_OUT_LOADS).order_by(Run.id.desc()).limit(limit)).all()
     return [run_out(r, state.settings.base_url) for r in runs]
 
 
-@router.post("/projects/{name}/trigger", response_model=list[RunOut], status_code=201)
+@router.post("/projects/{name}/trigger", response_model=list[RunOut], status_code=201,
+             responses=AUTH | errors(502))
 def trigger(name: str, body: TriggerIn, who: Identity = Depends(identity),
             state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
     with state.db.session() as s:

@@ -16,11 +16,11 @@ from chute.store import Change, LogChunk, Run
 
 from .. import services
 from ..auth import Identity
-from .convert import change_out, run_out
+from .convert import RUN_OUT_LOADS, change_out, run_out
 from .deps import Transaction, get_state, identity
-from .schemas import ChangeOut, LogChunkOut, RerunIn, RunOut
+from .schemas import AUTH, DB_INT_MAX, SEQ_MAX, ChangeOut, Id, LogChunkOut, RerunIn, RunOut, errors
 
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 404, 409, 422))
 
 
 def load_run(s: Session, run_id: int) -> Run:
@@ -32,7 +32,8 @@ def load_run(s: Session, run_id: int) -> Run:
 
 @router.get("/runs", response_model=list[RunOut])
 def list_runs(project: str | None = None, pipeline: str | None = None, status: str | None = None,
-              limit: int = Query(50, ge=1, le=500), before: int | None = Query(None, description="Only ids below this"),
+              limit: int = Query(50, ge=1, le=500),
+              before: int | None = Query(None, ge=1, le=DB_INT_MAX, description="Only ids below this"),
               s: Session = Transaction, state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
     """Runs, newest first; filter by project, pipeline, status; page with ``before``."""
     q = select(Run)
@@ -44,23 +45,39 @@ def list_runs(project: str | None = None, pipeline: str | None = None, status: s
         q = q.where(Run.status == status)
     if before:
         q = q.where(Run.id < before)
-    return [run_out(r, state.settings.base_url) for r in s.scalars(q.order_by(Run.id.desc()).limit(limit))]
+    q = q.options(*RUN_OUT_LOADS).order_by(Run.id.desc()).limit(limit)
+    return [run_out(r, state.settings.base_url) for r in s.scalars(q)]
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: int, s: Session = Transaction, state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
+def get_run(run_id: Id, s: Session = Transaction, state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
     return run_out(load_run(s, run_id), state.settings.base_url)
 
 
+LOG_PAGE_BYTES = 1 << 20  # one answer carries about this much log text; page on with ``after``
+
+
 @router.get("/runs/{run_id}/logs", response_model=list[LogChunkOut])
-def get_logs(run_id: int, stage: str | None = None, after: int = Query(-1, description="Only chunks with seq > after"),
+def get_logs(run_id: Id, stage: str | None = None,
+             after: int = Query(-1, ge=-1, le=SEQ_MAX, description="Only chunks with seq > after"),
              limit: int = Query(5000, ge=1, le=50000), s: Session = Transaction) -> list[LogChunkOut]:
+    """Log chunks in order, at most ``limit`` of them and about 1 MiB of text per answer.
+
+    A long log comes in pages: ask again with ``after`` = the last ``seq`` received until the
+    answer is empty. ``/runs/{id}/log.txt`` streams the whole log as plain text.
+    """
     load_run(s, run_id)
     q = select(LogChunk).where(LogChunk.run_id == run_id, LogChunk.seq > after)
     if stage is not None:
         q = q.where(LogChunk.stage == stage)
-    return [LogChunkOut(seq=c.seq, stage=c.stage, text=c.text, at=c.at)
-            for c in s.scalars(q.order_by(LogChunk.seq).limit(limit))]
+    out: list[LogChunkOut] = []
+    size = 0
+    for c in s.scalars(q.order_by(LogChunk.seq).limit(limit).execution_options(yield_per=64)):
+        out.append(LogChunkOut(seq=c.seq, stage=c.stage, text=c.text, at=c.at))
+        size += len(c.text)
+        if size >= LOG_PAGE_BYTES:
+            break
+    return out
 
 
 def _snapshot(state: Any, run_id: int, after: int) -> tuple[dict[str, Any], list[dict[str, Any]], int]:
@@ -80,7 +97,7 @@ def _snapshot(state: Any, run_id: int, after: int) -> tuple[dict[str, Any], list
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "Server-sent events: `run` (status, stages, images) and `log` chunks"}})
-async def run_events(run_id: int, request: Request, after: int = -1,
+async def run_events(run_id: Id, request: Request, after: int = Query(-1, ge=-1, le=SEQ_MAX),
                      state=Depends(get_state)) -> StreamingResponse:  # type: ignore[no-untyped-def]
     """Live progress of a run as server-sent events; ends when the run is finished."""
 
@@ -102,9 +119,11 @@ async def run_events(run_id: int, request: Request, after: int = -1,
                 if snap != last:
                     last = snap
                     yield f"event: run\ndata: {json.dumps(snap)}\n\n".encode()
-                if snap.get("status") in services.FINAL and not logs:
-                    yield b"event: end\ndata: {}\n\n"
-                    return
+                if snap.get("status") in services.FINAL:
+                    if not logs:
+                        yield b"event: end\ndata: {}\n\n"
+                        return
+                    continue  # a finished run's remaining logs: no need to wait for a change
                 if await request.is_disconnected():
                     return
                 wake.clear()
@@ -119,8 +138,8 @@ async def run_events(run_id: int, request: Request, after: int = -1,
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.post("/runs/{run_id}/rerun", response_model=RunOut, status_code=201)
-def rerun(run_id: int, body: RerunIn | None = None, who: Identity = Depends(identity),
+@router.post("/runs/{run_id}/rerun", response_model=RunOut, status_code=201, responses=AUTH)
+def rerun(run_id: Id, body: RerunIn | None = None, who: Identity = Depends(identity),
           state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
     with state.db.session() as s:
         new = services.rerun(s, state.settings, load_run(s, run_id), actor=who.user,
@@ -131,8 +150,8 @@ def rerun(run_id: int, body: RerunIn | None = None, who: Identity = Depends(iden
     return out
 
 
-@router.post("/runs/{run_id}/cancel", response_model=RunOut)
-def cancel(run_id: int, who: Identity = Depends(identity), s: Session = Transaction,
+@router.post("/runs/{run_id}/cancel", response_model=RunOut, responses=AUTH)
+def cancel(run_id: Id, who: Identity = Depends(identity), s: Session = Transaction,
            state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
     run = load_run(s, run_id)
     if not state.queue.request_cancel(s, run, who.user):
@@ -148,12 +167,16 @@ def change_runs(name: str, number: str, s: Session = Transaction,
     """Every run of a change (all patchsets), newest first; ``number`` may also be a commit sha."""
     p = services.get_project(s, name)
     q = select(Run).join(Change).where(Run.project_id == p.id)
-    q = q.where((Change.number == number) | (Change.commit.startswith(number) if len(number) >= 7 else False))
-    return [run_out(r, state.settings.base_url) for r in s.scalars(q.order_by(Run.id.desc()))]
+    if len(number) >= 7 and all(c in "0123456789abcdef" for c in number):
+        # A range, not LIKE 'key%': SQLite uses ix_changes_project_commit only for a range.
+        q = q.where((Change.number == number) | ((Change.commit >= number) & (Change.commit < number + "g")))
+    else:
+        q = q.where(Change.number == number)
+    return [run_out(r, state.settings.base_url) for r in s.scalars(q.options(*RUN_OUT_LOADS).order_by(Run.id.desc()))]
 
 
 @router.get("/changes/{change_id}", response_model=ChangeOut)
-def get_change(change_id: int, s: Session = Transaction) -> ChangeOut:
+def get_change(change_id: Id, s: Session = Transaction) -> ChangeOut:
     c = s.get(Change, change_id)
     if c is None:
         raise services.ServiceError(f"no change {change_id}", 404)

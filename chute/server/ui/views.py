@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defer, selectinload
 
 from chute.store import Change, Image, LogChunk, Project, Run, StageResult, utcnow
 
@@ -23,6 +24,7 @@ from .render import dom_id, duration_between
 LOG_CHUNKS_PER_STAGE = 64  # chunks are up to 16 kB: a page shows at most ~1 MB of one stage
 TAIL_LINES = 15  # lines of the failing stage's log shown in "why it failed"
 ACTIVE = ("queued", "running")
+NOT_SHOWN = (defer(Run.result), defer(Run.params))  # lists of runs never show these (often the largest columns)
 
 
 # ------------------------------------------------------------------ dashboard
@@ -36,27 +38,29 @@ class ProjectRow:
 
 def dashboard(s: Session) -> dict[str, Any]:
     projects = list(s.scalars(select(Project).order_by(Project.name)))
-    newest = (select(func.max(Run.id)).group_by(Run.project_id, Run.pipeline)).scalar_subquery()
+    newest = services.newest_run_ids(s)
     last_runs: dict[int, list[Run]] = {}
-    for run in s.scalars(select(Run).where(Run.id.in_(newest)).options(selectinload(Run.change))
+    for run in s.scalars(select(Run).where(Run.id.in_(newest)).options(selectinload(Run.change), *NOT_SHOWN)
                          .order_by(Run.pipeline)):
         last_runs.setdefault(run.project_id, []).append(run)
-    newest_image = (select(func.max(Image.id)).join(Run, Run.id == Image.run_id).group_by(Run.project_id)
-                    ).scalar_subquery()
-    images = {img.run_id: img for img in s.scalars(select(Image).where(Image.id.in_(newest_image)))}
-    image_project = dict(s.execute(select(Run.id, Run.project_id).where(Run.id.in_(list(images)))).all()) \
-        if images else {}
-    latest: dict[int, Image] = {image_project[rid]: img for rid, img in images.items()}
-    active = dict(s.execute(select(Run.project_id, func.count(Run.id)).where(Run.status.in_(ACTIVE))
-                            .group_by(Run.project_id)).all())
+    image_runs = services.newest_image_runs(s, [p.id for p in projects])
+    latest: dict[int, Image] = {}
+    run_project = {run_id: pid for pid, run_id in image_runs.items()}
+    for img in s.scalars(select(Image).where(Image.run_id.in_(list(run_project))).order_by(Image.id)):
+        latest[run_project[img.run_id]] = img  # the run's last image
+    # The few active runs, found on ix_runs_status and counted and sorted here: SQLite would
+    # otherwise walk every run (in project order for a GROUP BY, in id order for ORDER BY ... LIMIT).
+    active_ids = dict(s.execute(select(Run.id, Run.project_id).where(Run.status.in_(ACTIVE))).all())
+    active = Counter(active_ids.values())
     rows = [ProjectRow(p, last_runs.get(p.id, []), latest.get(p.id), active.get(p.id, 0)) for p in projects]
     recent = list(s.scalars(select(Run).options(selectinload(Run.change), selectinload(Run.project),
-                                                selectinload(Run.images))
+                                                selectinload(Run.images), *NOT_SHOWN)
                             .order_by(Run.id.desc()).limit(20)))
-    running = list(s.scalars(select(Run).where(Run.status.in_(ACTIVE))
+    newest_active = sorted(active_ids, reverse=True)[:50]
+    running = list(s.scalars(select(Run).where(Run.id.in_(newest_active))
                              .options(selectinload(Run.change), selectinload(Run.project),
-                                      selectinload(Run.images))
-                             .order_by(Run.id.desc()).limit(50)))
+                                      selectinload(Run.images), *NOT_SHOWN)
+                             .order_by(Run.id.desc())))
     return {"rows": rows, "recent": recent, "active_runs": running}
 
 
@@ -90,18 +94,14 @@ def project_runs(s: Session, project: Project, f: RunFilter) -> tuple[list[Run],
         q = q.where(Run.status == f.status)
     if f.before:
         q = q.where(Run.id < f.before)
-    runs = list(s.scalars(q.options(selectinload(Run.change), selectinload(Run.images))
+    runs = list(s.scalars(q.options(selectinload(Run.change), selectinload(Run.images), *NOT_SHOWN)
                           .order_by(Run.id.desc()).limit(PAGE_SIZE + 1)))
     more = runs[PAGE_SIZE - 1].id if len(runs) > PAGE_SIZE else None
     return runs[:PAGE_SIZE], more
 
 
 def filter_choices(s: Session, project: Project) -> dict[str, list[str]]:
-    pipelines = list(s.scalars(select(Run.pipeline).where(Run.project_id == project.id).distinct()
-                               .order_by(Run.pipeline)))
-    branches = [b for b in s.scalars(select(Change.branch).where(Change.project_id == project.id).distinct()
-                                     .order_by(Change.branch)) if b]
-    return {"pipelines": pipelines, "branches": branches}
+    return {"pipelines": list(services.pipeline_heads(s, project.id)), "branches": services.branches(s, project.id)}
 
 
 def webhook_url(base_url: str, project: Project) -> str:
@@ -252,7 +252,8 @@ def change_runs(s: Session, project: Project, key: str) -> tuple[list[Change], d
     """Every change (patchset or commit) matching ``key`` (a change number or a commit prefix), with its runs."""
     cond = Change.number == key
     if len(key) >= 7 and all(c in "0123456789abcdef" for c in key.lower()):
-        cond = cond | Change.commit.startswith(key.lower())
+        # A range, not LIKE 'key%': SQLite uses ix_changes_project_commit only for a range.
+        cond = cond | ((Change.commit >= key.lower()) & (Change.commit < key.lower() + "g"))
     changes = list(s.scalars(select(Change).where(Change.project_id == project.id, cond)
                              .order_by(Change.patchset.desc(), Change.id.desc())))
     runs: dict[int, list[Run]] = {c.id: [] for c in changes}

@@ -106,6 +106,7 @@ def upgrade() -> None:
     with op.batch_alter_table('changes', schema=None) as batch_op:
         batch_op.create_index('ix_changes_project_commit', ['project_id', 'commit'], unique=False)
         batch_op.create_index('ix_changes_project_number', ['project_id', 'number'], unique=False)
+        batch_op.create_index('ix_changes_project_branch', ['project_id', 'branch'], unique=False)
 
     op.create_table('deploy_results',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -215,8 +216,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.create_index('ix_runs_change', ['change_id'], unique=False)
+        batch_op.create_index('ix_runs_rerun_of', ['rerun_of'], unique=False)
         batch_op.create_index('ix_runs_project_created', ['project_id', 'created_at'], unique=False)
-        batch_op.create_index('ix_runs_status', ['status'], unique=False)
+        batch_op.create_index('ix_runs_project_id', ['project_id', 'id'], unique=False)
+        batch_op.create_index('ix_runs_project_pipeline', ['project_id', 'pipeline', 'id'], unique=False)
+        batch_op.create_index('ix_runs_status', ['status', 'id'], unique=False)
+        batch_op.create_index('ix_runs_project_status', ['project_id', 'status', 'id'], unique=False)
 
     op.create_table('deploy_requests',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -290,6 +295,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('images', schema=None) as batch_op:
         batch_op.create_index('ix_images_digest', ['digest'], unique=False)
+        batch_op.create_index('ix_images_run', ['run_id'], unique=False)
 
     op.create_table('jobs',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -314,7 +320,7 @@ def upgrade() -> None:
     op.create_table('log_chunks',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=False),
-    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
     sa.Column('stage', sa.String(length=200), nullable=False),
     sa.Column('text', sa.Text(), nullable=False),
     sa.Column('at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
@@ -354,6 +360,7 @@ def downgrade() -> None:
 
     op.drop_table('jobs')
     with op.batch_alter_table('images', schema=None) as batch_op:
+        batch_op.drop_index('ix_images_run')
         batch_op.drop_index('ix_images_digest')
 
     op.drop_table('images')
@@ -367,8 +374,12 @@ def downgrade() -> None:
 
     op.drop_table('deploy_requests')
     with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_runs_project_status')
         batch_op.drop_index('ix_runs_status')
+        batch_op.drop_index('ix_runs_project_pipeline')
+        batch_op.drop_index('ix_runs_project_id')
         batch_op.drop_index('ix_runs_project_created')
+        batch_op.drop_index('ix_runs_rerun_of')
         batch_op.drop_index('ix_runs_change')
 
     op.drop_table('runs')
@@ -393,6 +404,7 @@ def downgrade() -> None:
 
     op.drop_table('deploy_results')
     with op.batch_alter_table('changes', schema=None) as batch_op:
+        batch_op.drop_index('ix_changes_project_branch')
         batch_op.drop_index('ix_changes_project_number')
         batch_op.drop_index('ix_changes_project_commit')
 
