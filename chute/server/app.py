@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
             body["hint"] = exc.hint
         return JSONResponse(body, status_code=exc.status)
 
+    from .api import access as access_api
     from .api import agents, deployments, projects, runs
     from .blubberoid import make_router as blubberoid_router
     from .blubberoid import policy_from_env as blubber_policy
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     app.include_router(runs.router)
     app.include_router(agents.router)
     app.include_router(deployments.router)
+    app.include_router(access_api.router)
 
     from .ui import install as install_ui
 

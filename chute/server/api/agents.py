@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from chute.store import Agent, Job, LogChunk, Run, utcnow
 
-from .. import services
-from ..auth import Identity
+from .. import access, services
+from ..access import Identity
 from .deps import get_session, get_state, identity
 from .schemas import AgentIn, ClaimIn, ClaimOut, CompleteIn, GraphIn, HeartbeatOut, LogsIn, StageIn
 
@@ -38,6 +38,7 @@ def _touch_agent(s: Session, name: str) -> None:
 @router.post("/agents/claim", response_model=ClaimOut, responses={204: {"description": "No job within `wait`"}})
 async def claim(body: ClaimIn, who: Identity = Depends(identity), state=Depends(get_state)):  # type: ignore[no-untyped-def]
     """Long poll: answers with a job as soon as one is queued, or 204 after ``wait`` seconds."""
+    access.require(who, access.AGENT)
     deadline = time.monotonic() + body.wait
     lease = state.settings.lease_seconds
     while True:
@@ -62,12 +63,14 @@ async def claim(body: ClaimIn, who: Identity = Depends(identity), state=Depends(
 @router.post("/jobs/{job_id}/heartbeat", response_model=HeartbeatOut)
 def heartbeat(job_id: int, body: AgentIn, who: Identity = Depends(identity),
               state=Depends(get_state)) -> HeartbeatOut:  # type: ignore[no-untyped-def]
+    access.require(who, access.AGENT)
     return HeartbeatOut(status=state.queue.heartbeat(job_id, body.agent, lease=state.settings.lease_seconds))
 
 
 @router.post("/jobs/{job_id}/graph", status_code=204)
 def graph(job_id: int, body: GraphIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
+    access.require(who, access.AGENT)
     job = _held_job(s, job_id, body.agent)
     services.set_graph(s, s.get(Run, job.run_id), body.graph)
     s.flush()
@@ -78,6 +81,7 @@ def graph(job_id: int, body: GraphIn, who: Identity = Depends(identity), s: Sess
 @router.post("/jobs/{job_id}/stage", status_code=204)
 def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
+    access.require(who, access.AGENT)
     job = _held_job(s, job_id, body.agent)
     services.update_stage(s, s.get(Run, job.run_id), body.stage, body.status, error=body.error,
                           exports=body.exports)
@@ -90,6 +94,7 @@ def stage(job_id: int, body: StageIn, who: Identity = Depends(identity), s: Sess
 def logs(job_id: int, body: LogsIn, who: Identity = Depends(identity), s: Session = Depends(get_session),
          state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     """Append log chunks; a chunk whose ``seq`` was already stored (a retry) is ignored."""
+    access.require(who, access.AGENT)
     job = _held_job(s, job_id, body.agent)
     seqs = [int(c["seq"]) for c in body.chunks]
     have = set(s.scalars(select(LogChunk.seq).where(LogChunk.run_id == job.run_id, LogChunk.seq.in_(seqs))))
@@ -105,6 +110,7 @@ def logs(job_id: int, body: LogsIn, who: Identity = Depends(identity), s: Sessio
 @router.post("/jobs/{job_id}/complete", status_code=204)
 def complete(job_id: int, body: CompleteIn, who: Identity = Depends(identity),
              state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
+    access.require(who, access.AGENT)
     with state.db.session() as s:
         job = _held_job(s, job_id, body.agent)
         run_id = job.run_id

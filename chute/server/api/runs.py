@@ -12,30 +12,39 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from chute.store import Change, LogChunk, Run
+from chute.store import Change, LogChunk, Project, Run
 
-from .. import services
-from ..auth import Identity
+from .. import access, services
+from ..access import Identity
 from .convert import change_out, run_out
-from .deps import get_session, get_state, identity
+from .deps import caller, get_session, get_state, identity
 from .schemas import ChangeOut, LogChunkOut, RerunIn, RunOut
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 
-def load_run(s: Session, run_id: int) -> Run:
+def load_run(s: Session, run_id: int, who: Identity | None = None, permission: str = access.READ) -> Run:
+    """The run, once ``who`` may read its project (or do ``permission`` on it)."""
     run = s.get(Run, run_id)
     if run is None:
+        if who is not None:
+            access.readable(who)  # an anonymous caller where reading needs a login: 401, not 404
         raise services.ServiceError(f"no run {run_id}", 404)
+    if who is not None:
+        access.require(who, permission, run.project.name, session=s)
     return run
 
 
 @router.get("/runs", response_model=list[RunOut])
 def list_runs(project: str | None = None, pipeline: str | None = None, status: str | None = None,
               limit: int = Query(50, ge=1, le=500), before: int | None = Query(None, description="Only ids below this"),
-              s: Session = Depends(get_session), state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
+              who: Identity = Depends(caller), s: Session = Depends(get_session),
+              state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
     """Runs, newest first; filter by project, pipeline, status; page with ``before``."""
     q = select(Run)
+    visible = access.readable(who)
+    if visible is not None:
+        q = q.join(Project, Project.id == Run.project_id).where(Project.name.in_(visible))
     if project:
         q = q.where(Run.project_id == services.get_project(s, project).id)
     if pipeline:
@@ -48,14 +57,16 @@ def list_runs(project: str | None = None, pipeline: str | None = None, status: s
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: int, s: Session = Depends(get_session), state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
-    return run_out(load_run(s, run_id), state.settings.base_url)
+def get_run(run_id: int, who: Identity = Depends(caller), s: Session = Depends(get_session),
+            state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
+    return run_out(load_run(s, run_id, who), state.settings.base_url)
 
 
 @router.get("/runs/{run_id}/logs", response_model=list[LogChunkOut])
 def get_logs(run_id: int, stage: str | None = None, after: int = Query(-1, description="Only chunks with seq > after"),
-             limit: int = Query(5000, ge=1, le=50000), s: Session = Depends(get_session)) -> list[LogChunkOut]:
-    load_run(s, run_id)
+             limit: int = Query(5000, ge=1, le=50000), who: Identity = Depends(caller),
+             s: Session = Depends(get_session)) -> list[LogChunkOut]:
+    load_run(s, run_id, who)
     q = select(LogChunk).where(LogChunk.run_id == run_id, LogChunk.seq > after)
     if stage is not None:
         q = q.where(LogChunk.stage == stage)
@@ -80,11 +91,11 @@ def _snapshot(state: Any, run_id: int, after: int) -> tuple[dict[str, Any], list
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "Server-sent events: `run` (status, stages, images) and `log` chunks"}})
-async def run_events(run_id: int, request: Request, after: int = -1,
+async def run_events(run_id: int, request: Request, after: int = -1, who: Identity = Depends(caller),
                      state=Depends(get_state)) -> StreamingResponse:  # type: ignore[no-untyped-def]
     """Live progress of a run as server-sent events; ends when the run is finished."""
     with state.db.session() as s:
-        load_run(s, run_id)
+        load_run(s, run_id, who)
 
     async def stream() -> AsyncIterator[bytes]:
         seq = after
@@ -119,7 +130,7 @@ async def run_events(run_id: int, request: Request, after: int = -1,
 def rerun(run_id: int, body: RerunIn | None = None, who: Identity = Depends(identity),
           state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
     with state.db.session() as s:
-        new = services.rerun(s, state.settings, load_run(s, run_id), actor=who.user,
+        new = services.rerun(s, state.settings, load_run(s, run_id, who, access.RERUN), actor=who.actor,
                              failed_only=bool(body and body.failed_only))
         s.flush()
         out = run_out(new, state.settings.base_url)
@@ -130,8 +141,8 @@ def rerun(run_id: int, body: RerunIn | None = None, who: Identity = Depends(iden
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
 def cancel(run_id: int, who: Identity = Depends(identity), s: Session = Depends(get_session),
            state=Depends(get_state)) -> RunOut:  # type: ignore[no-untyped-def]
-    run = load_run(s, run_id)
-    if not state.queue.request_cancel(s, run, who.user):
+    run = load_run(s, run_id, who, access.CANCEL)
+    if not state.queue.request_cancel(s, run, who.actor):
         raise services.ServiceError(f"run {run_id} already finished ({run.status})", 409)
     s.flush()
     state.broadcaster.publish(run_id)
@@ -139,9 +150,10 @@ def cancel(run_id: int, who: Identity = Depends(identity), s: Session = Depends(
 
 
 @router.get("/projects/{name}/changes/{number}", response_model=list[RunOut])
-def change_runs(name: str, number: str, s: Session = Depends(get_session),
+def change_runs(name: str, number: str, who: Identity = Depends(caller), s: Session = Depends(get_session),
                 state=Depends(get_state)) -> list[RunOut]:  # type: ignore[no-untyped-def]
     """Every run of a change (all patchsets), newest first; ``number`` may also be a commit sha."""
+    access.require(who, access.READ, name, session=s)
     p = services.get_project(s, name)
     q = select(Run).join(Change).where(Run.project_id == p.id)
     q = q.where((Change.number == number) | (Change.commit.startswith(number) if len(number) >= 7 else False))
@@ -149,8 +161,10 @@ def change_runs(name: str, number: str, s: Session = Depends(get_session),
 
 
 @router.get("/changes/{change_id}", response_model=ChangeOut)
-def get_change(change_id: int, s: Session = Depends(get_session)) -> ChangeOut:
+def get_change(change_id: int, who: Identity = Depends(caller), s: Session = Depends(get_session)) -> ChangeOut:
     c = s.get(Change, change_id)
     if c is None:
+        access.readable(who)
         raise services.ServiceError(f"no change {change_id}", 404)
+    access.require(who, access.READ, c.project.name, session=s)
     return change_out(c)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 17:59:16.068266
+Create Date: 2026-11-26 19:16:12.524283
 """
 
 from alembic import op
@@ -53,6 +53,23 @@ def upgrade() -> None:
         batch_op.create_index('ix_events_project_at', ['project', 'at'], unique=False)
         batch_op.create_index('ix_events_run', ['run_id'], unique=False)
 
+    op.create_table('login_sessions',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('sid_hash', sa.String(length=64), nullable=False),
+    sa.Column('user', sa.String(length=200), nullable=False),
+    sa.Column('method', sa.String(length=40), nullable=False),
+    sa.Column('proof_ref', sa.String(length=200), nullable=False),
+    sa.Column('address', sa.String(length=100), nullable=False),
+    sa.Column('created_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('end_reason', sa.String(length=40), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('sid_hash')
+    )
+    with op.batch_alter_table('login_sessions', schema=None) as batch_op:
+        batch_op.create_index('ix_login_sessions_user', ['user'], unique=False)
+
     op.create_table('projects',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -76,6 +93,7 @@ def upgrade() -> None:
     sa.Column('hash', sa.String(length=200), nullable=False),
     sa.Column('user', sa.String(length=200), nullable=False),
     sa.Column('scopes', sa.JSON(), nullable=False),
+    sa.Column('created_by', sa.String(length=200), nullable=False),
     sa.Column('created_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('expires_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('revoked_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
@@ -85,6 +103,24 @@ def upgrade() -> None:
     with op.batch_alter_table('tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_tokens_prefix'), ['prefix'], unique=False)
 
+    op.create_table('users',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('display_name', sa.String(length=200), nullable=False),
+    sa.Column('email', sa.String(length=300), nullable=False),
+    sa.Column('password_hash', sa.Text(), nullable=True),
+    sa.Column('server_admin', sa.Boolean(), nullable=False),
+    sa.Column('source', sa.String(length=100), nullable=False),
+    sa.Column('external_id', sa.String(length=300), nullable=True),
+    sa.Column('created_by', sa.String(length=200), nullable=False),
+    sa.Column('created_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('password_changed_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_login_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('disabled_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name'),
+    sa.UniqueConstraint('source', 'external_id', name='uq_user_external')
+    )
     op.create_table('changes',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('project_id', sa.Integer(), nullable=False),
@@ -118,6 +154,22 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('project_id', 'name', name='uq_env_name')
     )
+    op.create_table('role_bindings',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('project_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('role', sa.String(length=20), nullable=False),
+    sa.Column('environments', sa.JSON(), nullable=False),
+    sa.Column('granted_by', sa.String(length=200), nullable=False),
+    sa.Column('granted_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['project_id'], ['projects.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('project_id', 'user_id', 'role', name='uq_role_binding')
+    )
+    with op.batch_alter_table('role_bindings', schema=None) as batch_op:
+        batch_op.create_index('ix_role_bindings_user', ['user_id'], unique=False)
+
     op.create_table('webhook_deliveries',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('project_id', sa.Integer(), nullable=False),
@@ -312,17 +364,26 @@ def downgrade() -> None:
 
     op.drop_table('runs')
     op.drop_table('webhook_deliveries')
+    with op.batch_alter_table('role_bindings', schema=None) as batch_op:
+        batch_op.drop_index('ix_role_bindings_user')
+
+    op.drop_table('role_bindings')
     op.drop_table('environments')
     with op.batch_alter_table('changes', schema=None) as batch_op:
         batch_op.drop_index('ix_changes_project_number')
         batch_op.drop_index('ix_changes_project_commit')
 
     op.drop_table('changes')
+    op.drop_table('users')
     with op.batch_alter_table('tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_tokens_prefix'))
 
     op.drop_table('tokens')
     op.drop_table('projects')
+    with op.batch_alter_table('login_sessions', schema=None) as batch_op:
+        batch_op.drop_index('ix_login_sessions_user')
+
+    op.drop_table('login_sessions')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_run')
         batch_op.drop_index('ix_events_project_at')
