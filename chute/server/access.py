@@ -641,9 +641,10 @@ def readable(who: Identity) -> set[str] | None:
 
 
 def add_project(s: Session, settings: Any, who: Identity, repo: str, name: str | None, *, review_kind: str = "git",
-                review_project: str | None = None) -> tuple[Project, dict[str, Any]]:
+                review_project: str | None = None, actor: str | None = None) -> tuple[Project, dict[str, Any]]:
     """Register a repository as ``who``: server admins, or anyone when self-service is on (they become
-    the project's admin). Only server admins may name a path on the server (or file://)."""
+    the project's admin). Only server admins may name a path on the server (or file://).
+    ``actor``: the ledger's actor (default ``who.actor``; the UI passes the user)."""
     from . import services
 
     require(who, ADD_PROJECT, session=s)
@@ -651,7 +652,7 @@ def add_project(s: Session, settings: Any, who: Identity, repo: str, name: str |
         raise ServiceError(f"only server admins may register a repository by a path on the server ({repo})", 403,
                            "give a URL git can fetch (https://, ssh://, git:// or user@host:path), "
                            "or ask a server admin")
-    p, info = services.add_project(s, settings, repo, name, actor=who.actor, review_kind=review_kind,
+    p, info = services.add_project(s, settings, repo, name, actor=actor or who.actor, review_kind=review_kind,
                                    review_project=review_project)
     if not who.server_admin:
         owner = get_user(s, who.user)

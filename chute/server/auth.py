@@ -86,7 +86,7 @@ def new_token(session: Session, name: str, *, user: str = "admin", scopes: list[
                         actor=actor)[1]
 
 
-def _valid_row(session: Session, text: str) -> Token | None:
+def valid_token_row(session: Session, text: str) -> Token | None:
     m = TOKEN_RE.match(text.strip())
     if not m:
         return None
@@ -114,7 +114,7 @@ def token_identity(session: Session, tok: Token, policy: Policy | None = None) -
 
 def check_token(session: Session, text: str, policy: Policy | None = None) -> Identity | None:
     """The caller a token stands for; None when it is unknown, revoked, expired or its user is disabled."""
-    tok = _valid_row(session, text)
+    tok = valid_token_row(session, text)
     if tok is None:
         return None
     who = token_identity(session, tok, policy)

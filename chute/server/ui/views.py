@@ -34,8 +34,11 @@ class ProjectRow:
     active: int
 
 
-def dashboard(s: Session) -> dict[str, Any]:
+def dashboard(s: Session, visible: set[str] | None = None) -> dict[str, Any]:
+    """``visible``: the project names the viewer may read (None: all)."""
     projects = list(s.scalars(select(Project).order_by(Project.name)))
+    if visible is not None:
+        projects = [p for p in projects if p.name in visible]
     newest = (select(func.max(Run.id)).group_by(Run.project_id, Run.pipeline)).scalar_subquery()
     last_runs: dict[int, list[Run]] = {}
     for run in s.scalars(select(Run).where(Run.id.in_(newest)).options(selectinload(Run.change))
@@ -50,10 +53,13 @@ def dashboard(s: Session) -> dict[str, Any]:
     active = dict(s.execute(select(Run.project_id, func.count(Run.id)).where(Run.status.in_(ACTIVE))
                             .group_by(Run.project_id)).all())
     rows = [ProjectRow(p, last_runs.get(p.id, []), latest.get(p.id), active.get(p.id, 0)) for p in projects]
-    recent = list(s.scalars(select(Run).options(selectinload(Run.change), selectinload(Run.project),
-                                                selectinload(Run.images))
+    shown = select(Run)
+    if visible is not None:
+        shown = shown.where(Run.project_id.in_([p.id for p in projects]))
+    recent = list(s.scalars(shown.options(selectinload(Run.change), selectinload(Run.project),
+                                          selectinload(Run.images))
                             .order_by(Run.id.desc()).limit(20)))
-    running = list(s.scalars(select(Run).where(Run.status.in_(ACTIVE))
+    running = list(s.scalars(shown.where(Run.status.in_(ACTIVE))
                              .options(selectinload(Run.change), selectinload(Run.project),
                                       selectinload(Run.images))
                              .order_by(Run.id.desc()).limit(50)))
