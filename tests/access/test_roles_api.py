@@ -284,7 +284,8 @@ def test_self_service_registration_makes_the_owner_admin_of_their_project(world:
     roles = w.call("GET", "/api/v1/projects/mine/roles", "olga").json()
     assert [(b["user"], b["role"], b["granted_by"]) for b in roles] == [
         ("olga", "admin", "server (self-service registration)")]
-    assert w.call("POST", "/api/v1/projects/mine/roles", "olga", {"user": "vic", "role": "developer"}).status_code == 201
+    granted = w.call("POST", "/api/v1/projects/mine/roles", "olga", {"user": "vic", "role": "developer"})
+    assert granted.status_code == 201
     (added,) = [e for e in w.events_after(0, "project.added") if e.project == "mine"]
     assert added.actor == "olga (token login)"
 
