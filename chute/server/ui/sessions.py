@@ -49,7 +49,7 @@ from ..auth import token_identity, valid_token_row
 
 SESSION_COOKIE = "chute_session"
 KEY_FILE = "ui-session-key"
-TOUCH_EVERY = timedelta(seconds=60)  # how often "last seen" is written (idle expiry is that coarse)
+TOUCH_EVERY = timedelta(seconds=60)  # "last seen" is written at most this often (or a quarter of the idle time)
 
 
 def session_key(home: Path) -> bytes:
@@ -266,6 +266,7 @@ class SessionManager:
         self.idle = timedelta(seconds=idle)
         self.max_age = timedelta(seconds=max_age)
         self.policy = policy or Policy()
+        self.touch_every = min(TOUCH_EVERY, self.idle / 4)
         self.serializer = URLSafeTimedSerializer(key, salt="chute.ui.session")
 
     def anonymous(self, expired: str = "") -> UISession:
@@ -303,7 +304,7 @@ class SessionManager:
         if who is None:
             row.ended_at, row.end_reason = now, reason or "revoked"
             return self.anonymous(row.end_reason)
-        if now - row.last_seen_at > TOUCH_EVERY:
+        if now - row.last_seen_at > self.touch_every:
             row.last_seen_at = now
         return UISession(sid, self.key, identity=who, method=row.method, policy=self.policy)
 
