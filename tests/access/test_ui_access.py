@@ -113,7 +113,7 @@ def test_roles_are_enforced_on_the_forms_and_shown_on_the_pages(world: World) ->
     dev = browser(world)
     ui_login(dev, "dev")
     page = dev.get(f"/runs/{run}").text
-    assert 'action="/runs/%d/rerun"' % run in page and "disabled" not in page.split('class="actions"')[1][:400]
+    assert f'action="/runs/{run}/rerun"' in page and "disabled" not in page.split('class="actions"')[1][:400]
 
     # dora: deployer on staging only. Rollback needs an earlier healthy revision, so check the freeze override
     # of a queued request, and a rollback post for production.

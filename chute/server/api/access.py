@@ -21,7 +21,7 @@ from chute.store import Token, User
 from .. import access, services
 from ..access import Identity
 from ..auth import create_token, find_token, revoke_token, token_out
-from .deps import caller, get_session, get_state, identity
+from .deps import caller, get_state, identity
 
 router = APIRouter(prefix="/api/v1", tags=["access"])
 
@@ -154,13 +154,14 @@ def login(body: LoginIn, request: Request, state=Depends(get_state)) -> TokenCre
 
 
 @router.post("/logout", status_code=204)
-def logout(who: Identity = Depends(identity), s: Session = Depends(get_session)) -> Response:
+def logout(who: Identity = Depends(identity), state=Depends(get_state)) -> Response:
     """Revoke the token this call came with."""
-    if who.token_id is not None:
-        tok = s.get(Token, who.token_id)
-        if tok is not None:
-            revoke_token(s, tok, actor=who.actor)
-    return Response(status_code=204)
+    with state.db.session() as s:
+        if who.token_id is not None:
+            tok = s.get(Token, who.token_id)
+            if tok is not None:
+                revoke_token(s, tok, actor=who.actor)
+        return Response(status_code=204)
 
 
 @router.get("/whoami", response_model=WhoAmI)
@@ -176,39 +177,43 @@ def whoami(who: Identity = Depends(caller)) -> WhoAmI:
 
 # ------------------------------------------------------------------ users
 @router.get("/users", response_model=list[UserOut])
-def list_users(who: Identity = Depends(identity), s: Session = Depends(get_session)) -> list[UserOut]:
-    access.require(who, access.MANAGE_USERS, session=s)
-    return [_user_out(s, u) for u in s.scalars(select(User).order_by(User.name))]
+def list_users(who: Identity = Depends(identity), state=Depends(get_state)) -> list[UserOut]:
+    with state.db.session() as s:
+        access.require(who, access.MANAGE_USERS, session=s)
+        return [_user_out(s, u) for u in s.scalars(select(User).order_by(User.name))]
 
 
 @router.post("/users", response_model=UserOut, status_code=201)
-def add_user(body: UserIn, who: Identity = Depends(identity), s: Session = Depends(get_session)) -> UserOut:
+def add_user(body: UserIn, who: Identity = Depends(identity), state=Depends(get_state)) -> UserOut:
     """Create a user (server admins). Without a password the user logs in only with SSO or tokens."""
-    access.require(who, access.MANAGE_USERS, session=s)
-    u = access.create_user(s, body.name, password=body.password, server_admin=body.server_admin, actor=who.actor,
-                           display_name=body.display_name, email=body.email)
-    return _user_out(s, u)
+    with state.db.session() as s:
+        access.require(who, access.MANAGE_USERS, session=s)
+        u = access.create_user(s, body.name, password=body.password, server_admin=body.server_admin, actor=who.actor,
+                               display_name=body.display_name, email=body.email)
+        return _user_out(s, u)
 
 
 @router.get("/users/{name}", response_model=UserOut)
-def get_user(name: str, who: Identity = Depends(identity), s: Session = Depends(get_session)) -> UserOut:
+def get_user(name: str, who: Identity = Depends(identity), state=Depends(get_state)) -> UserOut:
     """A user and their roles: yourself, or anyone for server admins."""
-    if access.normalise_name(name) not in (who.user, "me"):
-        access.require(who, access.MANAGE_USERS, session=s)
-    return _user_out(s, access.user_or_404(s, who.user if name == "me" else name))
+    with state.db.session() as s:
+        if access.normalise_name(name) not in (who.user, "me"):
+            access.require(who, access.MANAGE_USERS, session=s)
+        return _user_out(s, access.user_or_404(s, who.user if name == "me" else name))
 
 
 @router.patch("/users/{name}", response_model=UserOut)
 def change_user(name: str, body: UserPatch, who: Identity = Depends(identity),
-                s: Session = Depends(get_session)) -> UserOut:
+                state=Depends(get_state)) -> UserOut:
     """Set a password, make or unmake a server admin, disable or enable (server admins)."""
-    access.require(who, access.MANAGE_USERS, session=s)
-    u = access.user_or_404(s, name)
-    if u.name == who.user and (body.server_admin is False or body.disabled):
-        raise services.ServiceError("you cannot demote or disable yourself", 400, "ask another server admin")
-    access.update_user(s, u, actor=who.actor, password=body.password, server_admin=body.server_admin,
-                       disabled=body.disabled)
-    return _user_out(s, u)
+    with state.db.session() as s:
+        access.require(who, access.MANAGE_USERS, session=s)
+        u = access.user_or_404(s, name)
+        if u.name == who.user and (body.server_admin is False or body.disabled):
+            raise services.ServiceError("you cannot demote or disable yourself", 400, "ask another server admin")
+        access.update_user(s, u, actor=who.actor, password=body.password, server_admin=body.server_admin,
+                           disabled=body.disabled)
+        return _user_out(s, u)
 
 
 @router.post("/users/me/password", status_code=204)
@@ -230,69 +235,75 @@ def change_own_password(body: PasswordIn, request: Request, who: Identity = Depe
 
 # ------------------------------------------------------------------ roles
 @router.get("/projects/{name}/roles", response_model=list[RoleOut])
-def list_roles(name: str, who: Identity = Depends(caller), s: Session = Depends(get_session)) -> list[RoleOut]:
+def list_roles(name: str, who: Identity = Depends(caller), state=Depends(get_state)) -> list[RoleOut]:
     """Who holds which role on the project (anyone who may read the project may see it)."""
-    access.require(who, access.READ, name, session=s)
-    services.get_project(s, name)
-    return [RoleOut(**access.binding_out(b)) for b in access.bindings(s, name)]
+    with state.db.session() as s:
+        access.require(who, access.READ, name, session=s)
+        services.get_project(s, name)
+        return [RoleOut(**access.binding_out(b)) for b in access.bindings(s, name)]
 
 
 @router.post("/projects/{name}/roles", response_model=RoleOut, status_code=201)
-def grant(name: str, body: RoleIn, who: Identity = Depends(identity), s: Session = Depends(get_session)) -> RoleOut:
+def grant(name: str, body: RoleIn, who: Identity = Depends(identity), state=Depends(get_state)) -> RoleOut:
     """Grant a role (project admins and server admins); a deployer may be limited to environments."""
-    access.require(who, access.PROJECT_ADMIN, name, session=s)
-    p = services.get_project(s, name)
-    b = access.grant_role(s, p, access.user_or_404(s, body.user), body.role, body.environments, actor=who.actor)
-    return RoleOut(**access.binding_out(b))
+    with state.db.session() as s:
+        access.require(who, access.PROJECT_ADMIN, name, session=s)
+        p = services.get_project(s, name)
+        b = access.grant_role(s, p, access.user_or_404(s, body.user), body.role, body.environments, actor=who.actor)
+        return RoleOut(**access.binding_out(b))
 
 
 @router.delete("/projects/{name}/roles/{user}/{role}", response_model=RoleOut | None)
 def revoke(name: str, user: str, role: str, environment: list[str] = Query(default_factory=list),
-           who: Identity = Depends(identity), s: Session = Depends(get_session)) -> RoleOut | None:
+           who: Identity = Depends(identity), state=Depends(get_state)) -> RoleOut | None:
     """Revoke a role, or (``?environment=E``) some environments of a deployer; answers what remains."""
-    access.require(who, access.PROJECT_ADMIN, name, session=s)
-    p = services.get_project(s, name)
-    b = access.revoke_role(s, p, access.user_or_404(s, user), role, environment, actor=who.actor)
-    return RoleOut(**access.binding_out(b)) if b is not None else None
+    with state.db.session() as s:
+        access.require(who, access.PROJECT_ADMIN, name, session=s)
+        p = services.get_project(s, name)
+        b = access.revoke_role(s, p, access.user_or_404(s, user), role, environment, actor=who.actor)
+        return RoleOut(**access.binding_out(b)) if b is not None else None
 
 
 # ------------------------------------------------------------------ tokens
 @router.get("/tokens", response_model=list[TokenOut])
 def list_tokens(user: str | None = None, all: bool = False, who: Identity = Depends(identity),
-                s: Session = Depends(get_session)) -> list[TokenOut]:
+                state=Depends(get_state)) -> list[TokenOut]:
     """Your tokens (never their text); server admins: ``?user=NAME`` or ``?all=true``."""
-    access.require(who, access.OWN_TOKENS, session=s)
-    q = select(Token).order_by(Token.id)
-    if all or (user and access.normalise_name(user) != who.user):
-        access.require(who, access.MANAGE_USERS, session=s)
-        if user:
-            q = q.where(Token.user == access.normalise_name(user))
-    else:
-        q = q.where(Token.user == who.user)
-    return [TokenOut(**token_out(t)) for t in s.scalars(q)]
+    with state.db.session() as s:
+        access.require(who, access.OWN_TOKENS, session=s)
+        q = select(Token).order_by(Token.id)
+        if all or (user and access.normalise_name(user) != who.user):
+            access.require(who, access.MANAGE_USERS, session=s)
+            if user:
+                q = q.where(Token.user == access.normalise_name(user))
+        else:
+            q = q.where(Token.user == who.user)
+        return [TokenOut(**token_out(t)) for t in s.scalars(q)]
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
-def new_token(body: TokenIn, who: Identity = Depends(identity), s: Session = Depends(get_session)) -> TokenCreated:
+def new_token(body: TokenIn, who: Identity = Depends(identity), state=Depends(get_state)) -> TokenCreated:
     """Create a token (its text is in this answer only). Server admins may create one for another user."""
-    access.require(who, access.OWN_TOKENS, session=s)
-    owner = who.user
-    if body.user and access.normalise_name(body.user) != who.user:
-        access.require(who, access.MANAGE_USERS, session=s)
-        owner = access.normalise_name(body.user)
-    tok, text = create_token(s, body.name, user=owner, scopes=body.scopes, expires_at=access.expiry(body.expires),
-                             actor=who.actor)
-    return TokenCreated(**token_out(tok), token=text)
+    with state.db.session() as s:
+        access.require(who, access.OWN_TOKENS, session=s)
+        owner = who.user
+        if body.user and access.normalise_name(body.user) != who.user:
+            access.require(who, access.MANAGE_USERS, session=s)
+            owner = access.normalise_name(body.user)
+        tok, text = create_token(s, body.name, user=owner, scopes=body.scopes, expires_at=access.expiry(body.expires),
+                                 actor=who.actor)
+        return TokenCreated(**token_out(tok), token=text)
 
 
 @router.delete("/tokens/{key}", response_model=TokenOut)
-def delete_token(key: str, who: Identity = Depends(identity), s: Session = Depends(get_session)) -> TokenOut:
+def delete_token(key: str, who: Identity = Depends(identity), state=Depends(get_state)) -> TokenOut:
     """Revoke a token by id or prefix: your own, or anyone's for server admins."""
-    access.require(who, access.OWN_TOKENS, session=s)
-    tok = find_token(s, key)
-    if tok is not None and tok.user != who.user and not who.allows(access.MANAGE_USERS):
-        tok = None  # someone else's: not even whether it exists
-    if tok is None:
-        raise services.ServiceError(f"you have no token {key!r}", 404, "`chute token list` shows your tokens")
-    revoke_token(s, tok, actor=who.actor)
-    return TokenOut(**token_out(tok))
+    with state.db.session() as s:
+        access.require(who, access.OWN_TOKENS, session=s)
+        tok = find_token(s, key)
+        if tok is not None and tok.user != who.user and not who.allows(access.MANAGE_USERS):
+            tok = None  # someone else's: not even whether it exists
+        if tok is None:
+            raise services.ServiceError(f"you have no token {key!r}", 404, "`chute token list` shows your tokens")
+        revoke_token(s, tok, actor=who.actor)
+        return TokenOut(**token_out(tok))
