@@ -28,8 +28,14 @@ def install(app: FastAPI) -> None:
     settings = app.state.chute.settings
     secure = settings.base_url.startswith("https://")
     policy = Policy(anonymous_read=settings.anonymous_read, self_service=settings.self_service)
+    redirects: dict[str, RedirectLoginMethod] = dict(REDIRECT_METHODS)
+    from ..oidc import OIDCConfig, OIDCLogin
+
+    oidc = OIDCConfig.from_env()  # CHUTE_OIDC_ISSUER etc. (docs/security.md)
+    if oidc is not None:
+        redirects[oidc.key] = OIDCLogin(oidc)
     app.state.chute_ui = UI(SessionManager(session_key(settings.home), secure=secure, idle=settings.session_idle,
-                                           max_age=settings.session_max_age, policy=policy))
+                                           max_age=settings.session_max_age, policy=policy, redirects=redirects))
     app.include_router(router)
     app.include_router(access_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

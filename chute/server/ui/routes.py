@@ -27,7 +27,7 @@ from ..api.projects import webhook_instructions
 from . import views
 from .ansi import strip_ansi
 from .render import HEADERS, RUN_STATUSES, Renderer
-from .sessions import LOGIN_METHODS, REDIRECT_METHODS, LoginContext, LoginFailed, SessionManager, UISession
+from .sessions import LoginContext, LoginFailed, SessionManager, UISession
 
 router = APIRouter(include_in_schema=False)
 
@@ -437,8 +437,9 @@ def add_repository(request: Request, csrf: str = Form(""), repo: str = Form(""),
 # ------------------------------------------------------------------ login
 def _login_page(request: Request, sess: UISession, status: int = 200, *, next_path: str = "/", error: str | None = None,
                 method: str = "password", user: str = "") -> Response:
-    return page(request, sess, "login.html", status, methods=list(LOGIN_METHODS.values()),
-                redirects=list(REDIRECT_METHODS.values()), next=next_path, error=error, method=method, user=user)
+    sessions = _ui(request).sessions
+    return page(request, sess, "login.html", status, methods=list(sessions.methods.values()),
+                redirects=list(sessions.redirects.values()), next=next_path, error=error, method=method, user=user)
 
 
 def client_address(request: Request) -> str:
@@ -467,7 +468,7 @@ def _login(request: Request, fields: dict[str, str]) -> Response:
     sess = session_of(request)
     next_path = safe_next(fields.get("next"))
     key = fields.get("method", "token")
-    method = LOGIN_METHODS.get(key)
+    method = ui.sessions.methods.get(key)
 
     def again(status: int, message: str, retry_after: int = 0) -> Response:
         resp = _login_page(request, sess, status, next_path=next_path, error=message, method=key,
@@ -489,6 +490,59 @@ def _login(request: Request, fields: dict[str, str]) -> Response:
         failed = outcome if isinstance(outcome, LoginFailed) else LoginFailed("That login is not valid.")
         return again(failed.status, failed.message, failed.retry_after)
     resp = redirect(next_path)
+    ui.sessions.set_cookie(resp, new)
+    return resp
+
+
+@router.get("/login/{key}/start")
+def login_start(request: Request, key: str, next: str = "/") -> Response:
+    """Send the browser to the identity provider; what comes back is checked against this browser's cookie."""
+    import secrets
+
+    ui = _ui(request)
+    method = ui.sessions.redirects.get(key)
+    if method is None:
+        raise UIError(404, "No such login method", f"This server has no login method {key!r}.", "",
+                      [("/login", "Log in")])
+    sess = ui.sessions.anonymous()
+    sess.pending = {"k": key, "s": secrets.token_urlsafe(24), "n": secrets.token_urlsafe(24),
+                    "v": secrets.token_urlsafe(48), "next": safe_next(next)}
+    with service_errors("/login"):
+        url = method.start(redirect_uri=_callback_url(request, key), state=sess.pending["s"],
+                           nonce=sess.pending["n"], code_verifier=sess.pending["v"])
+    resp = RedirectResponse(url, status_code=303, headers=HEADERS)
+    ui.sessions.set_cookie(resp, sess)
+    return resp
+
+
+def _callback_url(request: Request, key: str) -> str:
+    return f"{_state(request).settings.base_url}/login/{quote(key, safe='')}/callback"
+
+
+@router.get("/login/{key}/callback")
+def login_callback(request: Request, key: str) -> Response:
+    """The identity provider sends the browser back here with a code (or an error)."""
+    import hmac
+
+    ui, state = _ui(request), _state(request)
+    sess = session_of(request)
+    method = ui.sessions.redirects.get(key)
+    pending = sess.pending or {}
+    params = {k: v for k, v in request.query_params.items()}
+    if method is None or pending.get("k") != key or not hmac.compare_digest(str(pending.get("s", "")),
+                                                                             params.get("state", "")):
+        return _login_page(request, ui.sessions.anonymous(), 400,
+                           error="This sign-on answer does not belong to a login started in this browser "
+                                 "(its state does not match); nothing was done. Start again.")
+    address = client_address(request)
+    with state.db.session() as s:
+        outcome = method.finish(s, params, redirect_uri=_callback_url(request, key), nonce=str(pending["n"]),
+                                code_verifier=str(pending["v"]), address=address)
+        new = ui.sessions.login(s, key, outcome, address) if not isinstance(outcome, LoginFailed) else None
+    if isinstance(outcome, LoginFailed) or new is None:
+        failed = outcome if isinstance(outcome, LoginFailed) else LoginFailed("That login is not valid.")
+        return _login_page(request, ui.sessions.anonymous(), failed.status, error=failed.message)
+    resp = redirect(safe_next(str(pending.get("next", "/"))))
     ui.sessions.set_cookie(resp, new)
     return resp
 

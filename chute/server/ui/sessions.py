@@ -140,7 +140,7 @@ class RedirectLoginMethod(Protocol):
     def start(self, *, redirect_uri: str, state: str, nonce: str, code_verifier: str) -> str: ...
 
     def finish(self, s: Session, params: Mapping[str, str], *, redirect_uri: str, nonce: str,
-               code_verifier: str) -> Proof | LoginFailed: ...
+               code_verifier: str, address: str = "") -> Proof | LoginFailed: ...
 
     def identity(self, s: Session, proof: Proof, policy: Policy) -> Identity | None: ...
 
@@ -200,12 +200,9 @@ class TokenLogin:
         return token_identity(s, tok, policy)
 
 
+# The defaults; each app's SessionManager holds its own (install() adds OIDC when configured).
 LOGIN_METHODS: dict[str, LoginMethod] = {m.key: m for m in (PasswordLogin(), TokenLogin())}
-REDIRECT_METHODS: dict[str, RedirectLoginMethod] = {}  # e.g. {"oidc": OIDCLogin(...)}; see docs/security.md
-
-
-def method_for(key: str) -> LoginMethod | RedirectLoginMethod | None:
-    return LOGIN_METHODS.get(key) or REDIRECT_METHODS.get(key)
+REDIRECT_METHODS: dict[str, RedirectLoginMethod] = {}
 
 
 # ------------------------------------------------------------------ sessions
@@ -260,14 +257,21 @@ def _sid_hash(sid: str) -> str:
 
 class SessionManager:
     def __init__(self, key: bytes, *, secure: bool = False, idle: float = 2 * 3600.0,
-                 max_age: float = 12 * 3600.0, policy: Policy | None = None) -> None:
+                 max_age: float = 12 * 3600.0, policy: Policy | None = None,
+                 methods: dict[str, LoginMethod] | None = None,
+                 redirects: dict[str, RedirectLoginMethod] | None = None) -> None:
         self.key = key
+        self.methods = dict(LOGIN_METHODS if methods is None else methods)
+        self.redirects = dict(REDIRECT_METHODS if redirects is None else redirects)
         self.secure = secure
         self.idle = timedelta(seconds=idle)
         self.max_age = timedelta(seconds=max_age)
         self.policy = policy or Policy()
         self.touch_every = min(TOUCH_EVERY, self.idle / 4)
         self.serializer = URLSafeTimedSerializer(key, salt="chute.ui.session")
+
+    def method_for(self, key: str) -> LoginMethod | RedirectLoginMethod | None:
+        return self.methods.get(key) or self.redirects.get(key)
 
     def anonymous(self, expired: str = "") -> UISession:
         sess = UISession(secrets.token_urlsafe(18), self.key, policy=self.policy, new=True, expired=expired)
@@ -299,7 +303,7 @@ class SessionManager:
         now = utcnow()
         reason = ("expired" if now - row.created_at > self.max_age
                   else "idle" if now - row.last_seen_at > self.idle else "")
-        method = method_for(row.method)
+        method = self.method_for(row.method)
         who = method.identity(s, Proof(row.user, row.proof_ref), self.policy) if method and not reason else None
         if who is None:
             row.ended_at, row.end_reason = now, reason or "revoked"
@@ -313,7 +317,7 @@ class SessionManager:
         sid = secrets.token_urlsafe(24)
         s.add(LoginSession(sid_hash=_sid_hash(sid), user=proof.user, method=method_key, proof_ref=proof.ref,
                            address=address[:100]))
-        method = method_for(method_key)
+        method = self.method_for(method_key)
         who = method.identity(s, proof, self.policy) if method else None
         return UISession(sid, self.key, identity=who, method=method_key, policy=self.policy, new=False,
                          needs_cookie=True)
