@@ -58,13 +58,18 @@ def _out(out: TextIO | None) -> TextIO:
 
 
 # ------------------------------------------------------------------ login, logout, whoami
-def login_command(server: str | None, user: str, *, password_stdin: bool = False, expires: str = "30d",
-                  token_name: str | None = None, stdin: TextIO | None = None, prompt: Prompt | None = None,
-                  out: TextIO | None = None) -> int:
-    """Log in with a password; keep the new token in the credentials file (mode 0600) for later commands."""
+def login_command(server: str | None, user: str | None, *, password_stdin: bool = False, token_stdin: bool = False,
+                  expires: str = "30d", token_name: str | None = None, stdin: TextIO | None = None,
+                  prompt: Prompt | None = None, out: TextIO | None = None) -> int:
+    """Log in with a password (a new token is made), or save a token you have (``--token-stdin``, e.g. one
+    made on the Account page after a single sign-on); later commands use it (credentials file, mode 0600)."""
     import httpx
 
     url = server_url(server)
+    if token_stdin:
+        return _save_token(url, (stdin or sys.stdin).readline().strip(), _out(out))
+    if not user:
+        raise ClientError("give --user NAME (or --token-stdin to save a token you already have)")
     password = _read_password(from_stdin=password_stdin, stdin=stdin, prompt=prompt, confirm=False)
     if password is None:
         raise ClientError("no password: pass --password-stdin (and the password on standard input) or run "
@@ -87,6 +92,19 @@ def login_command(server: str | None, user: str, *, password_stdin: bool = False
                                 token_name=tok["name"], expires_at=tok["expires_at"])
     _out(out).write(f"logged in to {url} as {tok['user']}; token {tok['hint']} saved in {path} "
                     f"(expires {_when(tok['expires_at'])})\n")
+    return 0
+
+
+def _save_token(url: str, token: str, out: TextIO) -> int:
+    if not token:
+        raise ClientError("no token on standard input")
+    me = Client(url, token).get("/api/v1/whoami")
+    if not me.get("authenticated"):
+        raise ClientError(f"the server at {url} does not know that token")
+    tok = me.get("token") or {}
+    path = credentials.remember(url, user=me["user"], token=token, token_id=tok.get("id"),
+                                token_name=tok.get("name"), expires_at=None)
+    out.write(f"logged in to {url} as {me['user']} with the token {tok.get('name')!r}; saved in {path}\n")
     return 0
 
 

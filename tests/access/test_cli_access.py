@@ -59,6 +59,15 @@ def test_login_then_commands_use_the_saved_token(live: Live) -> None:
         Client(live.url, saved["servers"][live.url]["token"]).get("/api/v1/whoami")
 
 
+def test_saving_a_token_made_elsewhere(live: Live) -> None:
+    """Single-sign-on users make a token on the Account page and give it to `chute login --token-stdin`."""
+    said = run(cli.login_command, live.url, None, token_stdin=True, stdin=io.StringIO(live.world.tokens["dora"] + "\n"))
+    assert said.startswith(f"logged in to {live.url} as dora with the token 'login'")
+    assert Client().get("/api/v1/whoami")["user"] == "dora"
+    with pytest.raises(ClientError, match="refused the token"):
+        cli.login_command(live.url, None, token_stdin=True, stdin=io.StringIO("chute_00000000_" + "x" * 43 + "\n"))
+
+
 def test_a_wrong_password_and_no_password(live: Live) -> None:
     with pytest.raises(ClientError, match=r"login to .* failed: wrong user name or password"):
         cli.login_command(live.url, "dev", password_stdin=True, stdin=io.StringIO("nope nope nope\n"))
