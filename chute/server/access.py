@@ -557,10 +557,10 @@ class LoginThrottle:
     a successful login. At most ``max_entries`` keys are kept (oldest dropped), so memory is
     bounded whatever an attacker sends. Per process: several servers each count their own."""
 
-    def __init__(self, *, free: int = 5, free_per_address: int = 30, max_delay: float = 300.0,
-                 window: float = 900.0, max_entries: int = 10_000,
+    def __init__(self, *, free: int = 5, free_per_address: int = 30, first_delay: float = 1.0,
+                 max_delay: float = 300.0, window: float = 900.0, max_entries: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.free, self.free_per_address = free, free_per_address
+        self.free, self.free_per_address, self.first_delay = free, free_per_address, first_delay
         self.max_delay, self.window, self.max_entries = max_delay, window, max_entries
         self.clock = clock
         self._fails: OrderedDict[tuple[str, ...], tuple[int, float]] = OrderedDict()
@@ -584,7 +584,7 @@ class LoginThrottle:
                     del self._fails[key]
                     continue
                 if count >= free:
-                    delay = min(2.0 ** (count - free), self.max_delay)
+                    delay = min(self.first_delay * 2.0 ** (count - free), self.max_delay)
                     longest = max(longest, last + delay - now)
         return max(0.0, longest)
 

@@ -25,13 +25,24 @@ def idp() -> Iterator[FakeIdP]:
     p.close()
 
 
-@pytest.fixture
-def sso(idp: FakeIdP, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def sso_world(idp: FakeIdP, url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     monkeypatch.setenv("CHUTE_OIDC_ISSUER", idp.issuer)
     monkeypatch.setenv("CHUTE_OIDC_CLIENT_ID", idp.client_id)
     monkeypatch.setenv("CHUTE_OIDC_CLIENT_SECRET", idp.client_secret)
     monkeypatch.setenv("CHUTE_OIDC_TITLE", "Example SSO")
-    yield from build_world(db_url, tmp_path)
+    yield from build_world(url, tmp_path)
+
+
+@pytest.fixture
+def sso(idp: FakeIdP, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """Users made by single sign-on are stored: SQLite and PostgreSQL."""
+    yield from sso_world(idp, db_url, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def sso_sqlite(idp: FakeIdP, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    """For the protocol's refusals (nothing stored): SQLite only."""
+    yield from sso_world(idp, f"sqlite:///{tmp_path / 'chute.db'}", tmp_path, monkeypatch)
 
 
 def sign_on(w: World, browser: TestClient, next_path: str = "/") -> httpx.Response:
@@ -90,7 +101,8 @@ BAD_TOKENS = [
 ]
 
 
-def test_a_bad_id_token_logs_nobody_in(sso: World, idp: FakeIdP) -> None:
+def test_a_bad_id_token_logs_nobody_in(sso_sqlite: World, idp: FakeIdP) -> None:
+    sso = sso_sqlite
     for mode, says in BAD_TOKENS:
         idp.mode = mode
         b = TestClient(sso.app)
@@ -104,7 +116,8 @@ def test_a_bad_id_token_logs_nobody_in(sso: World, idp: FakeIdP) -> None:
         assert all(e.actor != "erin" for e in failed)
 
 
-def test_the_callback_must_come_back_to_the_browser_that_started(sso: World, idp: FakeIdP) -> None:
+def test_the_callback_must_come_back_to_the_browser_that_started(sso_sqlite: World, idp: FakeIdP) -> None:
+    sso = sso_sqlite
     attacker = TestClient(sso.app)
     start = attacker.get("/login/oidc/start", follow_redirects=False).headers["location"]
     callback = httpx.get(start, follow_redirects=False).headers["location"]
@@ -116,7 +129,8 @@ def test_the_callback_must_come_back_to_the_browser_that_started(sso: World, idp
     assert r.status_code == 400
 
 
-def test_a_local_user_is_never_taken_over(sso: World, idp: FakeIdP) -> None:
+def test_a_local_user_is_never_taken_over(sso_sqlite: World, idp: FakeIdP) -> None:
+    sso = sso_sqlite
     idp.next_user = {"sub": "u-2002", "preferred_username": "pat"}  # pat is a local project admin
     r = sign_on(sso, TestClient(sso.app))
     assert r.status_code == 401 and "a chute user named &#39;pat&#39; already exists" in r.text
