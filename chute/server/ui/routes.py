@@ -542,7 +542,8 @@ def login_callback(request: Request, key: str) -> Response:
     if isinstance(outcome, LoginFailed) or new is None:
         failed = outcome if isinstance(outcome, LoginFailed) else LoginFailed("That login is not valid.")
         with state.db.session() as s:
-            access.record_login(s, user=None, method=f"{key}", via="ui", ok=False, address=address)
+            access.record_login(s, user=None, method=str(getattr(method, "source", key)), via="ui", ok=False,
+                                address=address)
         return _login_page(request, ui.sessions.anonymous(), failed.status, error=failed.message)
     resp = redirect(safe_next(str(pending.get("next", "/"))))
     ui.sessions.set_cookie(resp, new)
