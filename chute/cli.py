@@ -554,6 +554,183 @@ def events_export(
     raise typer.Exit(events_export_command(project, since, es, until=until, server=server, token=token))
 
 
+# ------------------------------------------------------------------ access: login, users, roles, tokens
+def _access(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def login(
+    user: str | None = typer.Argument(None, help="Your user name (default: your login name)."),
+    server: str | None = ServerOpt,
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin's first line."),
+    token_stdin: bool = typer.Option(False, "--token-stdin", help="Save a token you have (from stdin) instead."),
+    expires: str = typer.Option("30d", help="How long the new token lives (e.g. 12h, 30d)."),
+) -> None:
+    """Log in to a chute server; later commands use the saved token (credentials file, mode 0600)."""
+    from chute.server.access_cli import login_command
+
+    _access(_call(lambda: login_command(server, user, password_stdin=password_stdin, token_stdin=token_stdin,
+                                        expires=expires)))
+
+
+@app.command()
+def logout(server: str | None = ServerOpt) -> None:
+    """Revoke the saved token on the server and forget it here."""
+    from chute.server.access_cli import logout_command
+
+    _access(_call(lambda: logout_command(server)))
+
+
+@app.command()
+def whoami(server: str | None = ServerOpt, token: str | None = TokenOpt,
+           json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Who the server thinks you are, and your roles."""
+    from chute.server.access_cli import whoami_command
+
+    _access(_call(lambda: whoami_command(_client(server, token), as_json=json_out)))
+
+
+user_app = typer.Typer(help="Local users (server admins).", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("add")
+def user_add(
+    name: str = typer.Argument(...),
+    admin: bool = typer.Option(False, "--admin", help="Make the user a server admin."),
+    display_name: str = typer.Option("", "--display-name"),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin's first line."),
+    server: str | None = ServerOpt, token: str | None = TokenOpt,
+) -> None:
+    """Create a user; the password from stdin or asked on the terminal (never on the command line)."""
+    from chute.server.access_cli import user_add_command
+
+    _access(_call(lambda: user_add_command(_client(server, token), name, password_stdin=password_stdin,
+                                           admin=admin, display_name=display_name)))
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: str = typer.Argument(...),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin's first line."),
+    server: str | None = ServerOpt, token: str | None = TokenOpt,
+) -> None:
+    """Set a user's password; ends their browser sessions."""
+    from chute.server.access_cli import user_passwd_command
+
+    _access(_call(lambda: user_passwd_command(_client(server, token), name, password_stdin=password_stdin)))
+
+
+@user_app.command("list")
+def user_list(server: str | None = ServerOpt, token: str | None = TokenOpt,
+              json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List users."""
+    from chute.server.access_cli import user_list_command
+
+    _access(_call(lambda: user_list_command(_client(server, token), as_json=json_out)))
+
+
+@user_app.command("set")
+def user_set(
+    name: str = typer.Argument(...),
+    admin: bool | None = typer.Option(None, "--admin/--no-admin", help="Make or unmake a server admin."),
+    disabled: bool | None = typer.Option(None, "--disable/--enable", help="Disable or enable the user."),
+    server: str | None = ServerOpt, token: str | None = TokenOpt,
+) -> None:
+    """Make or unmake a server admin; disable or enable a user."""
+    from chute.server.access_cli import user_set_command
+
+    _access(_call(lambda: user_set_command(_client(server, token), name, admin=admin, disabled=disabled)))
+
+
+role_app = typer.Typer(help="Roles per project: viewer, developer, deployer (per environment), admin.",
+                       no_args_is_help=True)
+app.add_typer(role_app, name="role")
+EnvOpt = typer.Option(None, "--env", help="For deployer: the environments (repeat; default all).")
+
+
+@role_app.command("grant")
+def role_grant(
+    user: str = typer.Argument(...), role: str = typer.Argument(..., help="viewer, developer, deployer or admin"),
+    project: str = typer.Option(..., "--project", "-P"), environments: list[str] | None = EnvOpt,
+    server: str | None = ServerOpt, token: str | None = TokenOpt,
+) -> None:
+    """Give USER the ROLE on a project."""
+    from chute.server.access_cli import role_grant_command
+
+    _access(_call(lambda: role_grant_command(_client(server, token), user, role, project,
+                                             environments=environments)))
+
+
+@role_app.command("revoke")
+def role_revoke(
+    user: str = typer.Argument(...), role: str = typer.Argument(...),
+    project: str = typer.Option(..., "--project", "-P"), environments: list[str] | None = EnvOpt,
+    server: str | None = ServerOpt, token: str | None = TokenOpt,
+) -> None:
+    """Take a role away."""
+    from chute.server.access_cli import role_revoke_command
+
+    _access(_call(lambda: role_revoke_command(_client(server, token), user, role, project,
+                                              environments=environments)))
+
+
+@role_app.command("list")
+def role_list(project: str = typer.Option(..., "--project", "-P"), server: str | None = ServerOpt,
+              token: str | None = TokenOpt, json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Who has which role on a project."""
+    from chute.server.access_cli import role_list_command
+
+    _access(_call(lambda: role_list_command(_client(server, token), project, as_json=json_out)))
+
+
+token_app = typer.Typer(help="API tokens (hashed at rest, scoped, expiring, revocable).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    name: str = typer.Argument(...),
+    scopes: list[str] | None = typer.Option(None, "--scope", help="read, run, deploy, admin, agent (repeat)."),
+    expires: str = typer.Option("90d", help="Lifetime, e.g. 12h, 30d, never."),
+    user: str | None = typer.Option(None, "--user", help="For another user (server admins)."),
+    server: str | None = ServerOpt, token: str | None = TokenOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Create a token; it is printed once, alone on stdout."""
+    from chute.server.access_cli import token_create_command
+
+    _access(_call(lambda: token_create_command(_client(server, token), name, scopes=scopes, expires=expires,
+                                               user=user, as_json=json_out)))
+
+
+@token_app.command("list")
+def token_list(
+    all_users: bool = typer.Option(False, "--all", help="Every user's tokens (server admins)."),
+    user: str | None = typer.Option(None, "--user"),
+    server: str | None = ServerOpt, token: str | None = TokenOpt,
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List tokens (never their secret part)."""
+    from chute.server.access_cli import token_list_command
+
+    _access(_call(lambda: token_list_command(_client(server, token), all_users=all_users, user=user,
+                                             as_json=json_out)))
+
+
+@token_app.command("revoke")
+def token_revoke(key: str = typer.Argument(..., help="Token id or prefix."), server: str | None = ServerOpt,
+                 token: str | None = TokenOpt) -> None:
+    """Revoke a token."""
+    from chute.server.access_cli import token_revoke_command
+
+    _access(_call(lambda: token_revoke_command(_client(server, token), key)))
+
+
+
+
 def version_callback(value: bool) -> None:
     if value:
         typer.echo(f"chute {__version__}")

@@ -17,15 +17,25 @@ class ClientError(Exception):
 
 
 def server_url(explicit: str | None = None) -> str:
-    return (explicit or os.environ.get("CHUTE_SERVER") or DEFAULT_SERVER).rstrip("/")
+    """``--server``, else ``$CHUTE_SERVER``, else the server of the last ``chute login``, else the local one."""
+    from chute import credentials
+
+    return (explicit or os.environ.get("CHUTE_SERVER") or credentials.default_server() or DEFAULT_SERVER).rstrip("/")
 
 
-def token(explicit: str | None = None) -> str | None:
-    """``--token``, else ``$CHUTE_TOKEN``, else the local server's admin token file."""
+def token(explicit: str | None = None, server: str | None = None) -> str | None:
+    """``--token``, else ``$CHUTE_TOKEN``, else the token ``chute login`` saved for ``server``, else the
+    local server's admin token file."""
     if explicit:
         return explicit
     if os.environ.get("CHUTE_TOKEN"):
         return os.environ["CHUTE_TOKEN"]
+    if server:
+        from chute import credentials
+
+        saved = credentials.token_for(server)
+        if saved:
+            return saved
     path = chute_home() / "admin-token"
     try:
         return path.read_text().strip() or None
@@ -36,7 +46,7 @@ def token(explicit: str | None = None) -> str | None:
 class Client:
     def __init__(self, server: str | None = None, tok: str | None = None, timeout: float = 60.0) -> None:
         self.server = server_url(server)
-        self.token = token(tok)
+        self.token = token(tok, self.server)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self.http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout)
 
@@ -48,7 +58,9 @@ class Client:
                               "`chute serve` or pass --server / set CHUTE_SERVER") from None
         if r.status_code == 401:
             raise ClientError(f"the server at {self.server} refused the token: "
-                              f"{_detail(r)}; pass --token or set CHUTE_TOKEN")
+                              f"{_detail(r)}; log in with `chute login`, or pass --token or set CHUTE_TOKEN")
+        if r.status_code == 403:
+            raise ClientError(f"not allowed: {_detail(r)}")
         if r.status_code >= 400:
             raise ClientError(f"{method} {path} failed ({r.status_code}): {_detail(r)}")
         if r.status_code == 204 or not r.content:

@@ -178,6 +178,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
             body["hint"] = exc.hint
         return JSONResponse(body, status_code=exc.status)
 
+    from .api import access as access_api
     from .api import agents, deployments, projects, runs
     from .api import metrics as metrics_api
     from .blubberoid import make_router as blubberoid_router
@@ -195,6 +196,8 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     app.include_router(agents.router)
     app.include_router(deployments.router)
     metrics_api.install(app)  # metrics API, /metrics (Prometheus), dashboard and trace pages
+
+    app.include_router(access_api.router)
 
     from .ui import install as install_ui
 

@@ -16,6 +16,15 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return default
+
+
 @dataclass
 class Settings:
     home: Path = field(default_factory=chute_home)
@@ -31,6 +40,12 @@ class Settings:
     # Seconds a deploy lock outlives its holder: a dead server's lock frees itself after this.
     deploy_lease: float = field(default_factory=lambda: _env_float("CHUTE_DEPLOY_LEASE_SECONDS", 30.0))
     max_attempts: int = 3
+    # Access (docs/security.md): reading without logging in, registering repositories without being
+    # a server admin, and how long a UI session lives (idle and in all).
+    anonymous_read: bool = field(default_factory=lambda: _env_bool("CHUTE_ANONYMOUS_READ", True))
+    self_service: bool = field(default_factory=lambda: _env_bool("CHUTE_SELF_SERVICE", True))
+    session_idle: float = field(default_factory=lambda: _env_float("CHUTE_SESSION_IDLE", 2 * 3600.0))
+    session_max_age: float = field(default_factory=lambda: _env_float("CHUTE_SESSION_MAX_AGE", 12 * 3600.0))
 
     def __post_init__(self) -> None:
         if not self.base_url:

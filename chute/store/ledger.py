@@ -35,7 +35,8 @@ KINDS = frozenset({
     "stage.finished", "image.published",
     "deploy.queued", "deploy.started", "deploy.finished", "deploy.held", "deploy.freeze-override",
     "health.verdict", "rollback.started", "rollback.finished",
-    "token.created", "token.revoked", "user.login", "secret.set", "secret.deleted", "role.granted",
+    "token.created", "token.revoked", "user.login", "user.logout", "user.created", "user.updated",
+    "secret.set", "secret.deleted", "role.granted", "role.revoked",
     "agent.registered", "report.sent",
 })
 

@@ -1,4 +1,4 @@
-"""The SQL schema: projects, changes, runs, jobs, logs, images, deployments and the ledger.
+"""The SQL schema: projects, changes, runs, jobs, logs, images, deployments, the ledger and access.
 
 One module so that the whole data model can be read in one sitting. Column
 types are portable between SQLite and PostgreSQL; JSON columns hold the
@@ -435,7 +435,7 @@ class PatchDelivery(Base):
 
 
 class Token(Base):
-    """API tokens, stored hashed."""
+    """API tokens, stored hashed (see chute/server/auth.py); a token never does more than its user may."""
 
     __tablename__ = "tokens"
 
@@ -443,9 +443,68 @@ class Token(Base):
     name: Mapped[str] = mapped_column(String(200))
     prefix: Mapped[str] = mapped_column(String(16), index=True)  # first chars, to find the row
     hash: Mapped[str] = mapped_column(String(200))
-    user: Mapped[str] = mapped_column(String(200), default="admin")
-    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    user: Mapped[str] = mapped_column(String(200), default="admin")  # User.name of the owner
+    scopes: Mapped[list[Any]] = mapped_column(default=list)  # read | run | deploy | admin | agent
+    created_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
     last_used_at: Mapped[datetime | None] = mapped_column()
+
+
+class User(Base):
+    """A person (or a robot) who logs in and holds roles; see chute/server/access.py."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("source", "external_id", name="uq_user_external"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str] = mapped_column(String(300), default="")
+    password_hash: Mapped[str | None] = mapped_column(Text)  # argon2id; None: cannot log in with a password
+    server_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(100), default="local")  # local | bootstrap | oidc:<provider>
+    external_id: Mapped[str | None] = mapped_column(String(300))  # the identity provider's subject
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    password_changed_at: Mapped[datetime | None] = mapped_column()
+    last_login_at: Mapped[datetime | None] = mapped_column()
+    disabled_at: Mapped[datetime | None] = mapped_column()  # set: no login, no token works
+
+
+class RoleBinding(Base):
+    """A user's role on a project; a deployer binding may name environments (none: every environment)."""
+
+    __tablename__ = "role_bindings"
+    __table_args__ = (UniqueConstraint("project_id", "user_id", "role", name="uq_role_binding"),
+                      Index("ix_role_bindings_user", "user_id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(20))  # viewer | developer | deployer | admin
+    environments: Mapped[list[Any]] = mapped_column(default=list)
+    granted_by: Mapped[str] = mapped_column(String(200), default="")
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    project: Mapped[Project] = relationship()
+    user: Mapped[User] = relationship()
+
+
+class LoginSession(Base):
+    """A logged-in browser session (the cookie holds only its signed random id; the hash is kept here)."""
+
+    __tablename__ = "login_sessions"
+    __table_args__ = (Index("ix_login_sessions_user", "user"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sid_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(40))  # password | token | oidc:<provider>
+    proof_ref: Mapped[str] = mapped_column(String(200), default="")  # e.g. the token id for "token"
+    address: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    end_reason: Mapped[str] = mapped_column(String(40), default="")  # logout | idle | expired | revoked

@@ -18,6 +18,8 @@ from .conftest import body, commit_file, config_yaml, env_yaml, make_repo, next_
 
 pytestmark = [pytest.mark.podman, pytest.mark.registry, pytest.mark.slow]
 
+API_ADMIN = "admin (token bootstrap)"  # the ledger's actor for calls with the admin token
+
 
 def iso(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -78,18 +80,18 @@ def test_a_freeze_holds_queued_runs_and_releases_them_with_audited_overrides(liv
                                      "override_freeze": True, "reason": "hotfix for the launch"})
     assert r.status_code == 202, r.text
     hist = wait_for("the override deploy", lambda: (h := live.history("staging")) and h[0]["finished_at"] and h)
-    assert hist[0]["status"] == "healthy" and hist[0]["freeze_override"]["actor"] == "admin"
+    assert hist[0]["status"] == "healthy" and hist[0]["freeze_override"]["actor"] == API_ADMIN
     assert hist[0]["freeze_override"]["reason"] == "hotfix for the launch" and body(port) == "v1"
     (fo,) = live.events("deploy.freeze-override", environment="staging")
-    assert fo.actor == "admin" and fo.data["reason"] == "hotfix for the launch" and fo.revision == 1
+    assert fo.actor == API_ADMIN and fo.data["reason"] == "hotfix for the launch" and fo.revision == 1
     page = live.http.get("/projects/greeter/environments/staging").text
-    assert "freeze overridden" in page and "override by admin: hotfix for the launch" in page
+    assert "freeze overridden" in page and "override by admin (token bootstrap): hotfix for the launch" in page
 
     # Run 1 is let through the freeze by a person: audited, and its deployment goes through too.
     r = live.http.post(f"/api/v1/runs/{run1['id']}/override-freeze", json={"reason": "the launch needs it"})
     assert r.status_code == 200, r.text
     (ov,) = live.events("deploy.freeze-override", run_id=run1["id"], environment="")
-    assert ov.actor == "admin" and ov.data["reason"] == "the launch needs it"
+    assert ov.actor == API_ADMIN and ov.data["reason"] == "the launch needs it"
     job = agent.claim(wait=0)
     assert job is not None and job["run_id"] == run1["id"]
     assert agent.claim(wait=0) is None and job_of(live, run0["id"]).not_before == end  # run 0 still waits
@@ -98,7 +100,7 @@ def test_a_freeze_holds_queued_runs_and_releases_them_with_audited_overrides(liv
                     and h[0]["finished_at"] and h, timeout=60)
     assert hist[0]["status"] == "healthy" and hist[0]["run"] == run1["id"] and body(port) == "v2"
     assert hist[0]["freeze_override"]["reason"] == "the launch needs it"
-    assert hist[0]["actor"] == "admin"
+    assert hist[0]["actor"] == API_ADMIN
     assert datetime.now(UTC) < end, "the machine was too slow: the freeze ended before the checks inside it"
 
     # When the freeze ends, run 0 starts by itself. Its image is older than what runs now, so it

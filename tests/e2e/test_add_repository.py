@@ -34,7 +34,7 @@ def test_add_repository_then_see_webhook_and_what_to_add(live_server: Any, brows
     expect(page.get_by_role("button", name="Add repository")).to_be_disabled()  # log in first
     page.locator("main").get_by_role("link", name="log in").click()
     page.get_by_label("API token").fill(live_server.token)
-    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("group", name="API token").get_by_role("button", name="Log in").click()
     expect(page).to_have_url(f"{live_server.url}/add-repository")
 
     page.locator("#repo").fill(str(repo))

@@ -103,7 +103,7 @@ def test_open_run_copy_tag_rerun_and_watch_it_live(live_server: Any, browser: An
         expect(page).to_have_url(f"{live_server.url}/login?next=/runs/1")
         page.get_by_label("API token").fill(live_server.token)
         shot(page, "02-login")
-        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("group", name="API token").get_by_role("button", name="Log in").click()
         expect(page).to_have_url(f"{live_server.url}/runs/1")
         expect(page.locator("header.top")).to_contain_text("Logged in as admin")
         page.get_by_role("button", name="Rerun", exact=True).click()
@@ -201,7 +201,7 @@ def test_failed_run_says_why_and_reruns_only_the_failed_stages(live_server: Any,
 
         page.locator("header.top").get_by_role("link", name="Log in").click()
         page.get_by_label("API token").fill(live_server.token)
-        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("group", name="API token").get_by_role("button", name="Log in").click()
         expect(page).to_have_url(f"{live_server.url}/runs/1")
         page.get_by_role("button", name="Rerun failed stages").click()
         expect(page).to_have_url(f"{live_server.url}/runs/2")

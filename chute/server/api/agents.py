@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from chute.store import Agent, Job, LogChunk, Run, utcnow
 from chute.store.queue import held_for_update
 
-from .. import services
-from ..auth import Identity
+from .. import access, services
+from ..access import Identity
 from .deps import Transaction, get_state, identity
 from .schemas import AUTH, AgentIn, ClaimIn, ClaimOut, CompleteIn, GraphIn, HeartbeatOut, Id, LogsIn, StageIn, errors
 
@@ -46,6 +46,7 @@ def _touch_agent(state: Any, name: str) -> None:
 async def claim(body: ClaimIn, request: Request, who: Identity = Depends(identity),
                 state=Depends(get_state)):  # type: ignore[no-untyped-def]
     """Long poll: answers with a job as soon as one is queued, or 204 after ``wait`` seconds."""
+    access.require(who, access.AGENT)
     deadline = time.monotonic() + body.wait
     lease = state.settings.lease_seconds
     while True:
@@ -74,12 +75,14 @@ async def claim(body: ClaimIn, request: Request, who: Identity = Depends(identit
 @router.post("/jobs/{job_id}/heartbeat", response_model=HeartbeatOut, responses=AUTH)
 def heartbeat(job_id: Id, body: AgentIn, who: Identity = Depends(identity),
               state=Depends(get_state)) -> HeartbeatOut:  # type: ignore[no-untyped-def]
+    access.require(who, access.AGENT)
     return HeartbeatOut(status=state.queue.heartbeat(job_id, body.agent, lease=state.settings.lease_seconds))
 
 
 @router.post("/jobs/{job_id}/graph", status_code=204, responses=AUTH)
 def graph(job_id: Id, body: GraphIn, who: Identity = Depends(identity), s: Session = Transaction,
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
+    access.require(who, access.AGENT)
     job = _held_job(s, job_id, body.agent)
     services.set_graph(s, s.get(Run, job.run_id), body.graph.model_dump())
     s.flush()
@@ -90,6 +93,7 @@ def graph(job_id: Id, body: GraphIn, who: Identity = Depends(identity), s: Sessi
 @router.post("/jobs/{job_id}/stage", status_code=204, responses=AUTH)
 def stage(job_id: Id, body: StageIn, who: Identity = Depends(identity), s: Session = Transaction,
           state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
+    access.require(who, access.AGENT)
     job = _held_job(s, job_id, body.agent)
     services.update_stage(s, s.get(Run, job.run_id), body.stage, body.status, error=body.error,
                           exports=body.exports)
@@ -102,6 +106,7 @@ def stage(job_id: Id, body: StageIn, who: Identity = Depends(identity), s: Sessi
 def logs(job_id: Id, body: LogsIn, who: Identity = Depends(identity), s: Session = Transaction,
          state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
     """Append log chunks; a chunk whose ``seq`` was already stored (a retry) is ignored."""
+    access.require(who, access.AGENT)
     job = _held_job(s, job_id, body.agent)
     have = set(s.scalars(select(LogChunk.seq).where(LogChunk.run_id == job.run_id,
                                                     LogChunk.seq.in_([c.seq for c in body.chunks]))))
@@ -117,6 +122,7 @@ def logs(job_id: Id, body: LogsIn, who: Identity = Depends(identity), s: Session
 @router.post("/jobs/{job_id}/complete", status_code=204, responses=AUTH)
 def complete(job_id: Id, body: CompleteIn, who: Identity = Depends(identity),
              state=Depends(get_state)) -> Response:  # type: ignore[no-untyped-def]
+    access.require(who, access.AGENT)
     with state.db.session() as s:
         job = _held_job(s, job_id, body.agent)
         run_id = job.run_id

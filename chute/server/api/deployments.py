@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 from chute.store import DeployRequest, Image, Project, Run
 from chute.store import Environment as EnvironmentRow
 
-from .. import deploys, services
-from ..auth import Identity
-from .deps import Transaction, get_state, identity
+from .. import access, deploys, services
+from ..access import Identity
+from .deps import Transaction, caller, get_state, identity
 from .schemas import AUTH, DB_INT_MAX, Id, errors
 
 router = APIRouter(prefix="/api/v1", tags=["deployments"], responses=errors(400, 403, 404, 409, 422))
@@ -154,12 +154,6 @@ def _env_row(s: Session, project: Project, name: str) -> EnvironmentRow:
     return rows[name]
 
 
-def _can_deploy(who: Identity) -> None:
-    if not who.can("deploy"):
-        raise services.ServiceError(f"{who.user} may not deploy (the token lacks the deploy scope)", 403,
-                                    "use a token with the admin or deploy scope")
-
-
 def _request_out(state: Any, s: Session, req: DeployRequest) -> RequestOut:
     out = RequestOut(**deploys.request_dict(req))
     if req.revision is not None:
@@ -214,8 +208,9 @@ def _refuse_when_closed(state: Any, s: Session, project: Project, env_name: str,
 
 # ------------------------------------------------------------------ routes
 @router.get("/projects/{name}/environments", response_model=EnvironmentsOut, response_model_by_alias=True)
-def list_environments(name: str, s: Session = Transaction,
+def list_environments(name: str, who: Identity = Depends(caller), s: Session = Transaction,
                       state=Depends(get_state)) -> EnvironmentsOut:  # type: ignore[no-untyped-def]
+    access.require(who, access.READ, name, session=s)
     p = services.get_project(s, name)
     rows = deploys.environment_rows(s, p.id)
     envs = deploys.parse_rows(rows)
@@ -226,9 +221,10 @@ def list_environments(name: str, s: Session = Transaction,
 
 @router.get("/projects/{name}/environments/{env}/history", response_model=list[DeploymentOut])
 def environment_history(name: str, env: str, limit: int = Query(50, ge=1, le=1000),
-                        s: Session = Transaction,
+                        who: Identity = Depends(caller), s: Session = Transaction,
                         state=Depends(get_state)) -> list[DeploymentOut]:  # type: ignore[no-untyped-def]
     """Deployments newest first: revision, image, status, who, when, why, health verdicts."""
+    access.require(who, access.READ, name, session=s)
     p = services.get_project(s, name)
     row = s.scalars(select(EnvironmentRow).where(EnvironmentRow.project_id == p.id,
                                                  EnvironmentRow.name == env)).first()
@@ -240,8 +236,9 @@ def environment_history(name: str, env: str, limit: int = Query(50, ge=1, le=100
 
 @router.get("/projects/{name}/environments/{env}/requests", response_model=list[RequestOut])
 def environment_requests(name: str, env: str, limit: int = Query(50, ge=1, le=1000),
-                         s: Session = Transaction,
+                         who: Identity = Depends(caller), s: Session = Transaction,
                          state=Depends(get_state)) -> list[RequestOut]:  # type: ignore[no-untyped-def]
+    access.require(who, access.READ, name, session=s)
     p = services.get_project(s, name)
     row = _env_row(s, p, env)
     reqs = s.scalars(select(DeployRequest).where(DeployRequest.environment_id == row.id)
@@ -253,7 +250,8 @@ def environment_requests(name: str, env: str, limit: int = Query(50, ge=1, le=10
 def deploy(name: str, env: str, body: DeployIn, request: Request, who: Identity = Depends(identity),
            state=Depends(get_state)) -> RequestOut:  # type: ignore[no-untyped-def]
     """Queue a deployment of an image (or of a run's published image) to an environment."""
-    _can_deploy(who)
+    with state.db.session() as s:
+        access.require(who, access.DEPLOY, name, env, session=s)
     if bool(body.image) == bool(body.run):
         raise services.ServiceError("give exactly one of `image` and `run`", 400,
                                     "e.g. --image registry/app@sha256:... or --run 42")
@@ -269,8 +267,8 @@ def deploy(name: str, env: str, body: DeployIn, request: Request, who: Identity 
                 raise services.ServiceError(f"{body.image!r} is not an image reference", 400)
             run = _run_of_image(s, p, image)
         key = deploys.order_key(s, state.settings, run) if run is not None else ""
-        req = state.deploys.request(s, p, env, image=image, key=key, run=run, actor=who.user,
-                                    reason=body.reason or f"deployed by {who.user}", command=_command(request),
+        req = state.deploys.request(s, p, env, image=image, key=key, run=run, actor=who.actor,
+                                    reason=body.reason or f"deployed by {who.actor}", command=_command(request),
                                     override_freeze=body.override_freeze)
         s.flush()
         out = _request_out(state, s, req)
@@ -282,8 +280,8 @@ def deploy(name: str, env: str, body: DeployIn, request: Request, who: Identity 
 def rollback(name: str, env: str, body: RollbackIn, request: Request, who: Identity = Depends(identity),
              state=Depends(get_state)) -> RequestOut:  # type: ignore[no-untyped-def]
     """Queue a rollback to ``to_revision`` (default: the last healthy revision with another image)."""
-    _can_deploy(who)
     with state.db.session() as s:
+        access.require(who, access.DEPLOY, name, env, session=s)
         p = services.get_project(s, name)
         _env_row(s, p, env)
         _refuse_when_closed(state, s, p, env, body.override_freeze, body.reason)
@@ -291,8 +289,8 @@ def rollback(name: str, env: str, body: RollbackIn, request: Request, who: Ident
                                                                   body.to_revision) is None:
             raise services.ServiceError(f"{env} has no revision {body.to_revision}", 404,
                                         f"see `chute history {env} --project {p.name}`")
-        req = state.deploys.request(s, p, env, kind="rollback", to_revision=body.to_revision, actor=who.user,
-                                    reason=body.reason or f"rolled back by {who.user}", command=_command(request),
+        req = state.deploys.request(s, p, env, kind="rollback", to_revision=body.to_revision, actor=who.actor,
+                                    reason=body.reason or f"rolled back by {who.actor}", command=_command(request),
                                     override_freeze=body.override_freeze)
         s.flush()
         out = _request_out(state, s, req)
@@ -301,11 +299,14 @@ def rollback(name: str, env: str, body: RollbackIn, request: Request, who: Ident
 
 
 @router.get("/deploy-requests/{req_id}", response_model=RequestOut)
-def get_request(req_id: Id, s: Session = Transaction,
+def get_request(req_id: Id, who: Identity = Depends(caller), s: Session = Transaction,
                 state=Depends(get_state)) -> RequestOut:  # type: ignore[no-untyped-def]
     req = s.get(DeployRequest, req_id)
     if req is None:
+        access.readable(who)
         raise services.ServiceError(f"no deploy request {req_id}", 404)
+    project = s.get(Project, req.environment.project_id)
+    access.require(who, access.READ, project.name if project else "", session=s)
     return _request_out(state, s, req)
 
 
@@ -313,12 +314,13 @@ def get_request(req_id: Id, s: Session = Transaction,
 def override_request(req_id: Id, body: OverrideIn, request: Request, who: Identity = Depends(identity),
                      state=Depends(get_state)) -> RequestOut:  # type: ignore[no-untyped-def]
     """Let a held (or queued) request through the freeze now; recorded when it deploys."""
-    _can_deploy(who)
     with state.db.session() as s:
         req = s.get(DeployRequest, req_id)
         if req is None:
             raise services.ServiceError(f"no deploy request {req_id}", 404)
-        state.deploys.override_request(s, req, actor=who.user, reason=body.reason, command=_command(request))
+        project = s.get(Project, req.environment.project_id)
+        access.require(who, access.DEPLOY, project.name if project else "", req.environment.name, session=s)
+        state.deploys.override_request(s, req, actor=who.actor, reason=body.reason, command=_command(request))
         s.flush()
         out = _request_out(state, s, req)
     state.deploys.wake()
@@ -329,12 +331,15 @@ def override_request(req_id: Id, body: OverrideIn, request: Request, who: Identi
 def override_run(run_id: Id, body: OverrideIn, request: Request, who: Identity = Depends(identity),
                  state=Depends(get_state)) -> RunDeploymentsOut:  # type: ignore[no-untyped-def]
     """Release a run a freeze holds in the queue; its deployments go through the freeze (audited)."""
-    _can_deploy(who)
     with state.db.session() as s:
         run = s.get(Run, run_id)
         if run is None:
             raise services.ServiceError(f"no run {run_id}", 404)
-        state.deploys.override_run(s, run, actor=who.user, reason=body.reason, command=_command(request))
+        # Deployer on every environment the freeze holds the run for (all of them when unknown).
+        held = (deploys.run_hold_info(s, run) or {}).get("environments") or [None]
+        for env in held:
+            access.require(who, access.DEPLOY, run.project.name, env, session=s)
+        state.deploys.override_run(s, run, actor=who.actor, reason=body.reason, command=_command(request))
         s.flush()
         out = _run_deployments(state, s, run)
     state.wake_agents()
@@ -342,12 +347,14 @@ def override_run(run_id: Id, body: OverrideIn, request: Request, who: Identity =
 
 
 @router.get("/runs/{run_id}/deployments", response_model=RunDeploymentsOut)
-def run_deployments(run_id: Id, s: Session = Transaction,
+def run_deployments(run_id: Id, who: Identity = Depends(caller), s: Session = Transaction,
                     state=Depends(get_state)) -> RunDeploymentsOut:  # type: ignore[no-untyped-def]
     """Where this run's change is deployed, and whether a freeze holds the run."""
     run = s.get(Run, run_id)
     if run is None:
+        access.readable(who)
         raise services.ServiceError(f"no run {run_id}", 404)
+    access.require(who, access.READ, run.project.name, session=s)
     return _run_deployments(state, s, run)
 
 

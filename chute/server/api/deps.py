@@ -8,8 +8,9 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from ..access import Identity, Policy, anonymous
 from ..app import State
-from ..auth import Identity, check_token
+from ..auth import check_token
 
 bearer = HTTPBearer(auto_error=False, description="A chute API token (chute_...)")
 
@@ -29,18 +30,36 @@ def get_session(state: State = Depends(get_state)) -> Iterator[Session]:
 # request.)
 Transaction = Depends(get_session, scope="function")
 
+def policy_of(state: State) -> Policy:
+    return Policy(anonymous_read=state.settings.anonymous_read, self_service=state.settings.self_service)
+
+
+def _from_token(state: State, text: str) -> Identity:
+    with state.db.session() as s:
+        who = check_token(s, text, policy_of(state))
+    if who is None:
+        raise HTTPException(401, "the token is not valid (unknown, revoked or expired, or its user is disabled)",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return who
+
 
 def identity(
     creds: HTTPAuthorizationCredentials | None = Depends(bearer),
     state: State = Depends(get_state),
 ) -> Identity:
-    """The caller; 401 without a valid token. Required on every mutating route."""
+    """The caller; 401 without a valid token. Required on every mutating route (then ``access.require``)."""
     if creds is None:
         raise HTTPException(401, "this call needs a bearer token (Authorization: Bearer chute_...)",
                             headers={"WWW-Authenticate": "Bearer"})
-    with state.db.session() as s:
-        who = check_token(s, creds.credentials)
-    if who is None:
-        raise HTTPException(401, "the token is not valid (unknown, revoked or expired)",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return who
+    return _from_token(state, creds.credentials)
+
+
+def caller(
+    creds: HTTPAuthorizationCredentials | None = Depends(bearer),
+    state: State = Depends(get_state),
+) -> Identity:
+    """The caller of a read: anonymous without a token (reads then depend on CHUTE_ANONYMOUS_READ);
+    a token that is sent must be valid."""
+    if creds is None:
+        return anonymous(policy_of(state))
+    return _from_token(state, creds.credentials)

@@ -8,10 +8,10 @@ from sqlalchemy.orm import Session
 
 from chute.store import Project, Run
 
-from .. import services
-from ..auth import Identity
+from .. import access, services
+from ..access import Identity
 from .convert import RUN_OUT_LOADS, run_out
-from .deps import Transaction, get_state, identity
+from .deps import Transaction, caller, get_state, identity
 from .schemas import AUTH, ProjectCreated, ProjectIn, ProjectOut, RunOut, TriggerIn, errors
 
 router = APIRouter(prefix="/api/v1", tags=["projects"], responses=errors(400, 404, 409, 422))
@@ -50,8 +50,12 @@ def webhook_instructions(kind: str, url: str) -> str:
 
 
 @router.get("/projects", response_model=list[ProjectOut])
-def list_projects(s: Session = Transaction) -> list[ProjectOut]:
-    projects = list(s.scalars(select(Project).order_by(Project.name)))
+def list_projects(who: Identity = Depends(caller), s: Session = Transaction) -> list[ProjectOut]:
+    visible = access.readable(who)
+    q = select(Project).order_by(Project.name)
+    if visible is not None:
+        q = q.where(Project.name.in_(visible))
+    projects = list(s.scalars(q))
     status = last_status(s, [p.id for p in projects])
     return [project_out(s, p, status[p.id]) for p in projects]
 
@@ -59,8 +63,8 @@ def list_projects(s: Session = Transaction) -> list[ProjectOut]:
 @router.post("/projects", response_model=ProjectCreated, status_code=201, responses=AUTH)
 def add_project(body: ProjectIn, who: Identity = Depends(identity), s: Session = Transaction,
                 state=Depends(get_state)) -> ProjectCreated:  # type: ignore[no-untyped-def]
-    p, info = services.add_project(s, state.settings, body.repo, body.name, actor=who.user,
-                                   review_kind=body.review_kind, review_project=body.review_project)
+    p, info = access.add_project(s, state.settings, who, body.repo, body.name, review_kind=body.review_kind,
+                                 review_project=body.review_project)
     url = f"{state.settings.base_url}/webhooks/{p.review_kind}?project={p.name}"
     base = project_out(s, p)
     return ProjectCreated(**base.model_dump(), webhook_url=url, webhook_secret=p.webhook_secret,
@@ -68,7 +72,8 @@ def add_project(body: ProjectIn, who: Identity = Depends(identity), s: Session =
 
 
 @router.get("/projects/{name}", response_model=ProjectOut)
-def get_project(name: str, s: Session = Transaction) -> ProjectOut:
+def get_project(name: str, who: Identity = Depends(caller), s: Session = Transaction) -> ProjectOut:
+    access.require(who, access.READ, name, session=s)
     return project_out(s, services.get_project(s, name))
 
 
@@ -79,11 +84,13 @@ def project_runs(
     branch: str | None = None,
     status: str | None = None,
     limit: int = Query(50, ge=1, le=500),
+    who: Identity = Depends(caller),
     s: Session = Transaction,
     state=Depends(get_state),  # type: ignore[no-untyped-def]
 ) -> list[RunOut]:
     from chute.store import Change
 
+    access.require(who, access.READ, name, session=s)
     p = services.get_project(s, name)
     q = select(Run).join(Change).where(Run.project_id == p.id)
     if pipeline:
@@ -107,6 +114,7 @@ def trigger(name: str, body: TriggerIn, who: Identity = Depends(identity),
 
 
 def _trigger(s: Session, state, name: str, body: TriggerIn, who: Identity) -> list[RunOut]:  # type: ignore[no-untyped-def]
+    access.require(who, access.TRIGGER, name, session=s)
     p = services.get_project(s, name)
     ref = body.ref or f"refs/heads/{p.default_branch}"
     if not ref.startswith("refs/"):
@@ -114,6 +122,6 @@ def _trigger(s: Session, state, name: str, body: TriggerIn, who: Identity) -> li
     branch = ref.removeprefix("refs/heads/") if ref.startswith("refs/heads/") else ""
     kind = "tag" if ref.startswith("refs/tags/") else "manual"
     inc = services.Incoming(kind=kind, commit=body.commit or "", ref=ref, branch=branch, params=body.params)
-    runs = services.ingest(s, state.settings, p, inc, actor=who.user, trigger="manual", pipelines=body.pipelines)
+    runs = services.ingest(s, state.settings, p, inc, actor=who.actor, trigger="manual", pipelines=body.pipelines)
     s.flush()
     return [run_out(r, state.settings.base_url) for r in runs]

@@ -10,13 +10,16 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .routes import UI, UIError, error_page, router
-from .sessions import LOGIN_METHODS, LoginMethod, SessionManager, session_key
+from ..access import Policy
+from .access_pages import router as access_router
+from .render import HEADERS
+from .routes import UI, NeedLogin, UIError, error_page, router
+from .sessions import LOGIN_METHODS, REDIRECT_METHODS, LoginMethod, RedirectLoginMethod, SessionManager, session_key
 
 STATIC = Path(__file__).parent / "static"
 
@@ -24,13 +27,26 @@ STATIC = Path(__file__).parent / "static"
 def install(app: FastAPI) -> None:
     settings = app.state.chute.settings
     secure = settings.base_url.startswith("https://")
-    app.state.chute_ui = UI(SessionManager(session_key(settings.home), secure=secure))
+    policy = Policy(anonymous_read=settings.anonymous_read, self_service=settings.self_service)
+    redirects: dict[str, RedirectLoginMethod] = dict(REDIRECT_METHODS)
+    from ..oidc import OIDCConfig, OIDCLogin
+
+    oidc = OIDCConfig.from_env()  # CHUTE_OIDC_ISSUER etc. (docs/security.md)
+    if oidc is not None:
+        redirects[oidc.key] = OIDCLogin(oidc)
+    app.state.chute_ui = UI(SessionManager(session_key(settings.home), secure=secure, idle=settings.session_idle,
+                                           max_age=settings.session_max_age, policy=policy, redirects=redirects))
     app.include_router(router)
+    app.include_router(access_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(UIError)
     async def _ui_error(request: Request, exc: UIError) -> Response:
         return await run_in_threadpool(error_page, request, exc)
+
+    @app.exception_handler(NeedLogin)
+    async def _need_login(request: Request, exc: NeedLogin) -> Response:
+        return RedirectResponse(exc.url, status_code=303, headers=HEADERS)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -43,4 +59,4 @@ def install(app: FastAPI) -> None:
         return await http_exception_handler(request, exc)
 
 
-__all__ = ["LOGIN_METHODS", "STATIC", "LoginMethod", "install"]
+__all__ = ["LOGIN_METHODS", "REDIRECT_METHODS", "STATIC", "LoginMethod", "RedirectLoginMethod", "install"]

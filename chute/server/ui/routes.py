@@ -20,14 +20,14 @@ from fastapi.responses import PlainTextResponse, RedirectResponse, Response, Str
 from sqlalchemy import select
 
 from chute import __version__
-from chute.store import LogChunk, Project, Run, ledger
+from chute.store import LogChunk, Project, Run
 
-from .. import deploys, services
+from .. import access, deploys, services
 from ..api.projects import webhook_instructions
 from . import views
 from .ansi import strip_ansi
 from .render import HEADERS, RUN_STATUSES, Renderer
-from .sessions import LOGIN_METHODS, SessionManager, UISession
+from .sessions import LoginContext, LoginFailed, SessionManager, UISession
 
 router = APIRouter(include_in_schema=False)
 
@@ -43,6 +43,14 @@ class UIError(Exception):
         super().__init__(message)
         self.status, self.title, self.message, self.hint = status, title, message, hint
         self.links = links or []
+
+
+class NeedLogin(Exception):
+    """A page needs a login (reading needs one with CHUTE_ANONYMOUS_READ=false): redirect to the form."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
 
 
 class UI:
@@ -102,15 +110,41 @@ def require_login(request: Request, csrf: str) -> UISession:
     sess = session_of(request)
     back = safe_next(request.headers.get("referer", "").split(request.url.netloc, 1)[-1] or "/")
     if not sess.logged_in:
-        raise UIError(403, "Log in first", "Changing anything (rerun, cancel, add a repository) needs you to log in.",
-                      "Log in with an API token; the admin token is in $CHUTE_HOME/admin-token on the server.",
-                      [(login_url(back), "Log in")])
+        why = " (your session ended: it was idle too long or too old)" if sess.expired in ("idle", "expired") else ""
+        raise UIError(403, "Log in first",
+                      f"Changing anything (rerun, cancel, deploy, add a repository) needs you to log in{why}.",
+                      "Log in with your user name and password, or with an API token; the admin token is in "
+                      "$CHUTE_HOME/admin-token on the server.", [(login_url(back), "Log in")])
     if not sess.check_csrf(csrf):
         raise UIError(403, "The form has expired",
                       "This form was not sent from a current chute page (its CSRF token does not match your "
                       "session), so nothing was changed.",
                       "Go back, reload the page and try again.", [(back, "Back")])
     return sess
+
+
+def guard(request: Request, sess: UISession, permission: str, project: str | None = None,
+          environment: str | None = None, s: Any = None, back: str = "/") -> None:
+    """The same check as the API's (``access.require``): a page to log in, or a 403 page saying which
+    role is missing and who can grant it."""
+    if access.check(sess.who, permission, project, environment) is None:
+        return
+    if not sess.logged_in and request.method == "GET":
+        raise NeedLogin(login_url(here(request)))
+    try:
+        access.require(sess.who, permission, project, environment, session=s)
+    except access.AccessDenied as err:
+        title = "Log in first" if err.status == 401 else "Not allowed"
+        links = [(login_url(back), "Log in")] if err.status == 401 else [(back, "Back")]
+        raise UIError(err.status, title, err.message, err.hint or "", links) from None
+
+
+def visible(request: Request, sess: UISession) -> set[str] | None:
+    """Projects this session may read (None: all); anonymous where reading needs a login: to the form."""
+    v = access.visible_projects(sess.who)
+    if v is not None and not sess.logged_in:
+        raise NeedLogin(login_url(here(request)))
+    return v
 
 
 @contextmanager
@@ -136,12 +170,22 @@ def _run(s: Any, run_id: int) -> Run:
     return run
 
 
+def _readable_run(request: Request, sess: UISession, s: Any, run_id: int) -> Run:
+    run = views.load_run(s, run_id)
+    if run is None:
+        visible(request, sess)  # not logged in where reading needs it: the login form, not a 404
+        raise UIError(404, "No such run", f"There is no run {run_id}.", "", [("/", "Dashboard")])
+    guard(request, sess, access.READ, run.project.name, s=s)
+    return run
+
+
 # ------------------------------------------------------------------ pages
 @router.get("/")
 def dashboard(request: Request) -> Response:
     sess = session_of(request)
+    projects = visible(request, sess)
     with _state(request).db.session() as s:
-        return page(request, sess, "dashboard.html", **views.dashboard(s))
+        return page(request, sess, "dashboard.html", **views.dashboard(s, projects))
 
 
 @router.get("/projects/{name}")
@@ -151,6 +195,7 @@ def project_page(request: Request, name: str, pipeline: str = "", branch: str = 
     f = views.RunFilter(pipeline, branch, status if status in RUN_STATUSES else "", before)
     state = _state(request)
     with state.db.session() as s:
+        guard(request, sess, access.READ, name, s=s)
         p = _project(s, name)
         runs, more = views.project_runs(s, p, f)
         return page(request, sess, "project.html", project=p, runs=runs, more=more, f=f,
@@ -160,12 +205,13 @@ def project_page(request: Request, name: str, pipeline: str = "", branch: str = 
 
 @router.get("/projects/{name}/setup")
 def project_setup(request: Request, name: str, new: int = 0) -> Response:
-    """Webhook URL and secret: only for logged-in users (the secret lets anyone trigger runs)."""
+    """Webhook URL and secret: only for the project's admins (the secret lets anyone trigger runs)."""
     sess = session_of(request)
     if not sess.logged_in:
         return redirect(login_url(here(request)))
     state = _state(request)
     with state.db.session() as s:
+        guard(request, sess, access.PROJECT_ADMIN, name, s=s, back=f"/projects/{quote(name, safe='')}")
         p = _project(s, name)
         url = views.webhook_url(state.settings.base_url, p)
         return page(request, sess, "setup.html", project=p, webhook_url=url, new=bool(new),
@@ -176,6 +222,7 @@ def project_setup(request: Request, name: str, new: int = 0) -> Response:
 def change_page(request: Request, name: str, key: str) -> Response:
     sess = session_of(request)
     with _state(request).db.session() as s:
+        guard(request, sess, access.READ, name, s=s)
         p = _project(s, name)
         changes, runs = views.change_runs(s, p, key)
         if not changes:
@@ -190,7 +237,7 @@ def change_page(request: Request, name: str, key: str) -> Response:
 def run_page(request: Request, run_id: int) -> Response:
     sess = session_of(request)
     with _state(request).db.session() as s:
-        run = _run(s, run_id)
+        run = _readable_run(request, sess, s, run_id)
         view = views.run_view(s, run)
         return page(request, sess, "run.html", view=view, run=run,
                     deployed=deploys.deployed_where(s, run.project, [run.change.commit]),
@@ -202,14 +249,21 @@ async def run_live(request: Request, run_id: int, after: int = -1, v: str = "") 
     """Server-sent events for the run page: HTML fragments swapped in by htmx (see live.py)."""
     from .live import run_stream
 
+    def check() -> None:
+        sess = session_of(request)
+        with _state(request).db.session() as s:
+            _readable_run(request, sess, s, run_id)
+
+    await _threadpool(check)
     return await run_stream(request, run_id, after, v)
 
 
 @router.get("/runs/{run_id}/log.txt")
 def run_log_text(request: Request, run_id: int, stage: str | None = None) -> Response:
     """The full log as plain text (colours stripped): for long logs and for copying."""
+    sess = session_of(request)
     with _state(request).db.session() as s:
-        _run(s, run_id)
+        _readable_run(request, sess, s, run_id)
         q = select(LogChunk.stage, LogChunk.text).where(LogChunk.run_id == run_id)
         if stage is not None:
             q = q.where(LogChunk.stage == stage)
@@ -236,6 +290,7 @@ def environment_page(request: Request, name: str, env: str) -> Response:
     sess = session_of(request)
     state = _state(request)
     with state.db.session() as s:
+        guard(request, sess, access.READ, name, s=s)
         p = _project(s, name)
         rows = {r.name: r for r in deploys.environment_rows(s, p.id)}
         if env not in rows:
@@ -271,6 +326,7 @@ def rollback_action(request: Request, name: str, env: str, csrf: str = Form(""),
         raise UIError(400, "Not a revision", f"{to_revision!r} is not a revision number.", "", [(back, "Back")])
     force = override_freeze in ("1", "true", "on")
     with service_errors(back), state.db.session() as s:
+        guard(request, sess, access.DEPLOY, name, env, s=s, back=back)
         p = _project(s, name)
         rows = {r.name: r for r in deploys.environment_rows(s, p.id)}
         if env not in rows:
@@ -296,6 +352,7 @@ def override_action(request: Request, name: str, env: str, req_id: int, csrf: st
     from chute.store import DeployRequest
 
     with service_errors(back), state.db.session() as s:
+        guard(request, sess, access.DEPLOY, name, env, s=s, back=back)
         req = s.get(DeployRequest, req_id)
         p = _project(s, name)
         if req is None or req.environment.project_id != p.id or req.environment.name != env:
@@ -312,6 +369,7 @@ def rerun(request: Request, run_id: int, csrf: str = Form(""), failed_only: str 
     state = _state(request)
     with service_errors(f"/runs/{run_id}"), state.db.session() as s:
         run = _run(s, run_id)
+        guard(request, sess, access.RERUN, run.project.name, s=s, back=f"/runs/{run_id}")
         new = services.rerun(s, state.settings, run, actor=sess.user, failed_only=failed_only in ("1", "true", "on"))
         s.flush()
         new_id = new.id
@@ -326,6 +384,7 @@ def cancel(request: Request, run_id: int, csrf: str = Form("")) -> Response:
     state = _state(request)
     with state.db.session() as s:
         run = _run(s, run_id)
+        guard(request, sess, access.CANCEL, run.project.name, s=s, back=f"/runs/{run_id}")
         if not state.queue.request_cancel(s, run, sess.user):
             raise UIError(409, "Already finished", f"Run {run_id} already finished ({run.status}); "
                           "there is nothing to cancel.", "", [(f"/runs/{run_id}", f"Run {run_id}")])
@@ -365,9 +424,9 @@ def add_repository(request: Request, csrf: str = Form(""), repo: str = Form(""),
                      "Use letters, digits, '.', '_' and '-' (it becomes part of page addresses).")
     try:
         with state.db.session() as s:
-            p, _info = services.add_project(s, state.settings, values["repo"], values["name"] or None,
-                                            actor=sess.user, review_kind=review_kind,
-                                            review_project=values["review_project"] or None)
+            p, _info = access.add_project(s, state.settings, sess.who, values["repo"], values["name"] or None,
+                                          review_kind=review_kind, review_project=values["review_project"] or None,
+                                          actor=sess.user)
             s.flush()
             created = p.name
     except services.ServiceError as err:
@@ -376,11 +435,25 @@ def add_repository(request: Request, csrf: str = Form(""), repo: str = Form(""),
 
 
 # ------------------------------------------------------------------ login
+def _login_page(request: Request, sess: UISession, status: int = 200, *, next_path: str = "/", error: str | None = None,
+                method: str = "password", user: str = "") -> Response:
+    sessions = _ui(request).sessions
+    return page(request, sess, "login.html", status, methods=list(sessions.methods.values()),
+                redirects=list(sessions.redirects.values()), next=next_path, error=error, method=method, user=user)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 @router.get("/login")
 def login_form(request: Request, next: str = "/") -> Response:
     sess = session_of(request)
-    return page(request, sess, "login.html", methods=list(LOGIN_METHODS.values()), next=safe_next(next),
-                error=None, method="token")
+    error = None
+    if sess.expired in ("idle", "expired"):
+        error = ("Your session ended (it was idle too long)" if sess.expired == "idle"
+                 else "Your session ended (sessions last a limited time after logging in)") + "; log in again."
+    return _login_page(request, sess, next_path=safe_next(next), error=error)
 
 
 @router.post("/login")
@@ -394,26 +467,85 @@ def _login(request: Request, fields: dict[str, str]) -> Response:
     ui, state = _ui(request), _state(request)
     sess = session_of(request)
     next_path = safe_next(fields.get("next"))
-    method = LOGIN_METHODS.get(fields.get("method", "token"))
+    key = fields.get("method", "token")
+    method = ui.sessions.methods.get(key)
 
-    def again(status: int, message: str) -> Response:
-        return page(request, sess, "login.html", status, methods=list(LOGIN_METHODS.values()), next=next_path,
-                    error=message, method=fields.get("method", "token"))
+    def again(status: int, message: str, retry_after: int = 0) -> Response:
+        resp = _login_page(request, sess, status, next_path=next_path, error=message, method=key,
+                           user=fields.get("user", "")[:200])
+        if retry_after:
+            resp.headers["Retry-After"] = str(retry_after)
+        return resp
 
     if not sess.check_csrf(fields.get("csrf")):
         return again(403, "The login form expired (its CSRF token does not match this browser's session). "
                           "Try again: this page has a fresh form.")
     if method is None:
         return again(400, "Unknown login method.")
+    ctx = LoginContext(state, client_address(request))
     with state.db.session() as s:
-        proof = method.authenticate(s, fields)
-        if proof is not None:
-            ledger.record(s, "user.login", actor=proof.identity.user, data={"method": method.key, "via": "ui"})
-    if proof is None:
-        return again(401, "That token is not valid (unknown, revoked or expired). "
-                          "Check that you pasted the whole token, starting with chute_.")
-    new = ui.sessions.login(method, proof)
+        outcome = method.authenticate(s, fields, ctx)
+        new = ui.sessions.login(s, method.key, outcome, ctx.address) if not isinstance(outcome, LoginFailed) else None
+    if isinstance(outcome, LoginFailed) or new is None:  # the failure was recorded (committed) above
+        failed = outcome if isinstance(outcome, LoginFailed) else LoginFailed("That login is not valid.")
+        return again(failed.status, failed.message, failed.retry_after)
     resp = redirect(next_path)
+    ui.sessions.set_cookie(resp, new)
+    return resp
+
+
+@router.get("/login/{key}/start")
+def login_start(request: Request, key: str, next: str = "/") -> Response:
+    """Send the browser to the identity provider; what comes back is checked against this browser's cookie."""
+    import secrets
+
+    ui = _ui(request)
+    method = ui.sessions.redirects.get(key)
+    if method is None:
+        raise UIError(404, "No such login method", f"This server has no login method {key!r}.", "",
+                      [("/login", "Log in")])
+    sess = ui.sessions.anonymous()
+    sess.pending = {"k": key, "s": secrets.token_urlsafe(24), "n": secrets.token_urlsafe(24),
+                    "v": secrets.token_urlsafe(48), "next": safe_next(next)}
+    with service_errors("/login"):
+        url = method.start(redirect_uri=_callback_url(request, key), state=sess.pending["s"],
+                           nonce=sess.pending["n"], code_verifier=sess.pending["v"])
+    resp = RedirectResponse(url, status_code=303, headers=HEADERS)
+    ui.sessions.set_cookie(resp, sess)
+    return resp
+
+
+def _callback_url(request: Request, key: str) -> str:
+    return f"{_state(request).settings.base_url}/login/{quote(key, safe='')}/callback"
+
+
+@router.get("/login/{key}/callback")
+def login_callback(request: Request, key: str) -> Response:
+    """The identity provider sends the browser back here with a code (or an error)."""
+    import hmac
+
+    ui, state = _ui(request), _state(request)
+    sess = session_of(request)
+    method = ui.sessions.redirects.get(key)
+    pending = sess.pending or {}
+    params = {k: v for k, v in request.query_params.items()}
+    if method is None or pending.get("k") != key or not hmac.compare_digest(str(pending.get("s", "")),
+                                                                             params.get("state", "")):
+        return _login_page(request, ui.sessions.anonymous(), 400,
+                           error="This sign-on answer does not belong to a login started in this browser "
+                                 "(its state does not match); nothing was done. Start again.")
+    address = client_address(request)
+    with state.db.session() as s:
+        outcome = method.finish(s, params, redirect_uri=_callback_url(request, key), nonce=str(pending["n"]),
+                                code_verifier=str(pending["v"]), address=address)
+        new = ui.sessions.login(s, key, outcome, address) if not isinstance(outcome, LoginFailed) else None
+    if isinstance(outcome, LoginFailed) or new is None:
+        failed = outcome if isinstance(outcome, LoginFailed) else LoginFailed("That login is not valid.")
+        with state.db.session() as s:
+            access.record_login(s, user=None, method=str(getattr(method, "source", key)), via="ui", ok=False,
+                                address=address)
+        return _login_page(request, ui.sessions.anonymous(), failed.status, error=failed.message)
+    resp = redirect(safe_next(str(pending.get("next", "/"))))
     ui.sessions.set_cookie(resp, new)
     return resp
 
@@ -423,8 +555,12 @@ def logout(request: Request, csrf: str = Form("")) -> Response:
     sess = session_of(request)
     if sess.logged_in and not sess.check_csrf(csrf):
         raise UIError(403, "The form has expired", "Reload the page and log out again.", "", [("/", "Dashboard")])
+    ui = _ui(request)
+    if sess.logged_in:
+        with _state(request).db.session() as s:
+            ui.sessions.logout(s, sess)
     resp = redirect("/")
-    _ui(request).sessions.clear_cookie(resp)
+    ui.sessions.clear_cookie(resp)
     return resp
 
 

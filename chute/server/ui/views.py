@@ -36,9 +36,12 @@ class ProjectRow:
     active: int
 
 
-def dashboard(s: Session) -> dict[str, Any]:
+def dashboard(s: Session, visible: set[str] | None = None) -> dict[str, Any]:
+    """``visible``: the project names the viewer may read (None: all)."""
     projects = list(s.scalars(select(Project).order_by(Project.name)))
-    newest = services.newest_run_ids(s)
+    if visible is not None:
+        projects = [p for p in projects if p.name in visible]
+    newest = services.newest_run_ids(s, [p.id for p in projects])
     last_runs: dict[int, list[Run]] = {}
     for run in s.scalars(select(Run).where(Run.id.in_(newest)).options(selectinload(Run.change), *NOT_SHOWN)
                          .order_by(Run.pipeline)):
@@ -53,8 +56,13 @@ def dashboard(s: Session) -> dict[str, Any]:
     active_ids = dict(s.execute(select(Run.id, Run.project_id).where(Run.status.in_(ACTIVE))).all())
     active = Counter(active_ids.values())
     rows = [ProjectRow(p, last_runs.get(p.id, []), latest.get(p.id), active.get(p.id, 0)) for p in projects]
-    recent = list(s.scalars(select(Run).options(selectinload(Run.change), selectinload(Run.project),
-                                                selectinload(Run.images), *NOT_SHOWN)
+    shown = select(Run)
+    if visible is not None:
+        shown_ids = {p.id for p in projects}
+        shown = shown.where(Run.project_id.in_(shown_ids))
+        active_ids = {run_id: pid for run_id, pid in active_ids.items() if pid in shown_ids}
+    recent = list(s.scalars(shown.options(selectinload(Run.change), selectinload(Run.project),
+                                          selectinload(Run.images), *NOT_SHOWN)
                             .order_by(Run.id.desc()).limit(20)))
     newest_active = sorted(active_ids, reverse=True)[:50]
     running = list(s.scalars(select(Run).where(Run.id.in_(newest_active))

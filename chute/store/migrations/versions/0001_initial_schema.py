@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 19:15:17.198499
+Create Date: 2026-11-26 20:51:38.953225
 """
 
 from alembic import op
@@ -54,6 +54,23 @@ def upgrade() -> None:
         batch_op.create_index('ix_events_project_at', ['project', 'at'], unique=False)
         batch_op.create_index('ix_events_run', ['run_id'], unique=False)
 
+    op.create_table('login_sessions',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('sid_hash', sa.String(length=64), nullable=False),
+    sa.Column('user', sa.String(length=200), nullable=False),
+    sa.Column('method', sa.String(length=40), nullable=False),
+    sa.Column('proof_ref', sa.String(length=200), nullable=False),
+    sa.Column('address', sa.String(length=100), nullable=False),
+    sa.Column('created_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ended_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('end_reason', sa.String(length=40), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('sid_hash')
+    )
+    with op.batch_alter_table('login_sessions', schema=None) as batch_op:
+        batch_op.create_index('ix_login_sessions_user', ['user'], unique=False)
+
     op.create_table('projects',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -77,6 +94,7 @@ def upgrade() -> None:
     sa.Column('hash', sa.String(length=200), nullable=False),
     sa.Column('user', sa.String(length=200), nullable=False),
     sa.Column('scopes', sa.JSON(), nullable=False),
+    sa.Column('created_by', sa.String(length=200), nullable=False),
     sa.Column('created_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('expires_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('revoked_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
@@ -86,6 +104,24 @@ def upgrade() -> None:
     with op.batch_alter_table('tokens', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_tokens_prefix'), ['prefix'], unique=False)
 
+    op.create_table('users',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('display_name', sa.String(length=200), nullable=False),
+    sa.Column('email', sa.String(length=300), nullable=False),
+    sa.Column('password_hash', sa.Text(), nullable=True),
+    sa.Column('server_admin', sa.Boolean(), nullable=False),
+    sa.Column('source', sa.String(length=100), nullable=False),
+    sa.Column('external_id', sa.String(length=300), nullable=True),
+    sa.Column('created_by', sa.String(length=200), nullable=False),
+    sa.Column('created_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('password_changed_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_login_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('disabled_at', chute.store.models.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('name'),
+    sa.UniqueConstraint('source', 'external_id', name='uq_user_external')
+    )
     op.create_table('changes',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('project_id', sa.Integer(), nullable=False),
@@ -104,9 +140,9 @@ def upgrade() -> None:
     sa.UniqueConstraint('project_id', 'kind', 'number', 'patchset', 'commit', name='uq_change_identity')
     )
     with op.batch_alter_table('changes', schema=None) as batch_op:
+        batch_op.create_index('ix_changes_project_branch', ['project_id', 'branch'], unique=False)
         batch_op.create_index('ix_changes_project_commit', ['project_id', 'commit'], unique=False)
         batch_op.create_index('ix_changes_project_number', ['project_id', 'number'], unique=False)
-        batch_op.create_index('ix_changes_project_branch', ['project_id', 'branch'], unique=False)
 
     op.create_table('deploy_results',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -160,6 +196,22 @@ def upgrade() -> None:
         batch_op.create_index('ix_patch_deliveries_env_at', ['environment', 'delivered_at'], unique=False)
         batch_op.create_index('ix_patch_deliveries_env_project_at', ['environment', 'project', 'delivered_at'], unique=False)
         batch_op.create_index('ix_patch_deliveries_event', ['event_id'], unique=False)
+
+    op.create_table('role_bindings',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('project_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('role', sa.String(length=20), nullable=False),
+    sa.Column('environments', sa.JSON(), nullable=False),
+    sa.Column('granted_by', sa.String(length=200), nullable=False),
+    sa.Column('granted_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['project_id'], ['projects.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('project_id', 'user_id', 'role', name='uq_role_binding')
+    )
+    with op.batch_alter_table('role_bindings', schema=None) as batch_op:
+        batch_op.create_index('ix_role_bindings_user', ['user_id'], unique=False)
 
     op.create_table('run_results',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -216,12 +268,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.create_index('ix_runs_change', ['change_id'], unique=False)
-        batch_op.create_index('ix_runs_rerun_of', ['rerun_of'], unique=False)
         batch_op.create_index('ix_runs_project_created', ['project_id', 'created_at'], unique=False)
         batch_op.create_index('ix_runs_project_id', ['project_id', 'id'], unique=False)
         batch_op.create_index('ix_runs_project_pipeline', ['project_id', 'pipeline', 'id'], unique=False)
-        batch_op.create_index('ix_runs_status', ['status', 'id'], unique=False)
         batch_op.create_index('ix_runs_project_status', ['project_id', 'status', 'id'], unique=False)
+        batch_op.create_index('ix_runs_rerun_of', ['rerun_of'], unique=False)
+        batch_op.create_index('ix_runs_status', ['status', 'id'], unique=False)
 
     op.create_table('deploy_requests',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -374,12 +426,12 @@ def downgrade() -> None:
 
     op.drop_table('deploy_requests')
     with op.batch_alter_table('runs', schema=None) as batch_op:
-        batch_op.drop_index('ix_runs_project_status')
         batch_op.drop_index('ix_runs_status')
+        batch_op.drop_index('ix_runs_rerun_of')
+        batch_op.drop_index('ix_runs_project_status')
         batch_op.drop_index('ix_runs_project_pipeline')
         batch_op.drop_index('ix_runs_project_id')
         batch_op.drop_index('ix_runs_project_created')
-        batch_op.drop_index('ix_runs_rerun_of')
         batch_op.drop_index('ix_runs_change')
 
     op.drop_table('runs')
@@ -390,6 +442,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_run_results_event')
 
     op.drop_table('run_results')
+    with op.batch_alter_table('role_bindings', schema=None) as batch_op:
+        batch_op.drop_index('ix_role_bindings_user')
+
+    op.drop_table('role_bindings')
     with op.batch_alter_table('patch_deliveries', schema=None) as batch_op:
         batch_op.drop_index('ix_patch_deliveries_event')
         batch_op.drop_index('ix_patch_deliveries_env_project_at')
@@ -404,16 +460,21 @@ def downgrade() -> None:
 
     op.drop_table('deploy_results')
     with op.batch_alter_table('changes', schema=None) as batch_op:
-        batch_op.drop_index('ix_changes_project_branch')
         batch_op.drop_index('ix_changes_project_number')
         batch_op.drop_index('ix_changes_project_commit')
+        batch_op.drop_index('ix_changes_project_branch')
 
     op.drop_table('changes')
+    op.drop_table('users')
     with op.batch_alter_table('tokens', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_tokens_prefix'))
 
     op.drop_table('tokens')
     op.drop_table('projects')
+    with op.batch_alter_table('login_sessions', schema=None) as batch_op:
+        batch_op.drop_index('ix_login_sessions_user')
+
+    op.drop_table('login_sessions')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_run')
         batch_op.drop_index('ix_events_project_at')
