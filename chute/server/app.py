@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
             body["hint"] = exc.hint
         return JSONResponse(body, status_code=exc.status)
 
-    from .api import agents, deployments, projects, runs
+    from .api import agents, deployments, projects, runs, secrets
     from .blubberoid import make_router as blubberoid_router
     from .blubberoid import policy_from_env as blubber_policy
     from .reporting import report_run
@@ -169,6 +169,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     app.include_router(runs.router)
     app.include_router(agents.router)
     app.include_router(deployments.router)
+    app.include_router(secrets.router)
 
     from .ui import install as install_ui
 
