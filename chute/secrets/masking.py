@@ -54,7 +54,8 @@ def variants(value: str) -> set[str]:
         for enc in (base64.b64encode(data).decode(), base64.urlsafe_b64encode(data).decode()):
             out.add(enc)
             out.add(enc.rstrip("="))
-    return {v for v in out if v}
+    # Only forms longer than the mask: each replacement then shortens the text (masking always ends).
+    return {v for v in out if len(v) > len(MASK)}
 
 
 class Masker:
@@ -74,9 +75,13 @@ class Masker:
     def mask(self, text: str) -> str:
         if not self.forms or not text:
             return text
-        for form in self.forms:
-            if form in text:
-                text = text.replace(form, MASK)
+        changed = True
+        while changed:  # a value that contains "***" could re-form around a mask: repeat until none is left
+            changed = False
+            for form in self.forms:
+                if form in text:
+                    text = text.replace(form, MASK)
+                    changed = True
         return text
 
     def mask_doc(self, doc: Any) -> Any:
