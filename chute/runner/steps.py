@@ -152,8 +152,11 @@ def run(rt: Runtime, stage: str, cfg: dict[str, Any], log: Any) -> dict[str, Any
         raise StepFailed(f"the container ran longer than {timeout:g} s and was stopped",
                          "make the step faster, or raise CHUTE_RUN_TIMEOUT on the agent")
     if res.exit_code != 0:
-        if res.oom_killed:
-            raise StepFailed(f"the container was killed for using more than its {iso.memory} of memory",
+        if res.oom_killed or (res.exit_code == 137 and iso.memory):
+            # Not every engine reports the OOM kill (podman on cgroup v1 does not): SIGKILL with a
+            # memory limit is said as what it most likely is.
+            why = "for using more than" if res.oom_killed else "(SIGKILL, exit status 137), most likely for going over"
+            raise StepFailed(f"the container was killed {why} its memory limit of {iso.memory}",
                              "use less memory, or raise CHUTE_RUN_MEMORY on the agent")
         raise StepFailed(f"the command exited with status {res.exit_code}",
                          "the test output is in this stage's log")

@@ -407,13 +407,13 @@ def complete_run(s: Session, run: Run, result: dict[str, Any], *, agent: str) ->
     current = {st.name: st for st in run.stages}
     for st in result.get("stages", []):
         have = current.get(st["name"])
-        status = st.get("status", "error")
-        if have is not None and have.status == status and have.finished_at is not None:
+        stage_status = st.get("status", "error")
+        if have is not None and have.status == stage_status and have.finished_at is not None:
             # Already reported live by the agent: keep its times, only fill what is missing.
             have.exports = st.get("exports") or have.exports
             have.reused_from = have.reused_from or st.get("reused_from")
             continue
-        update_stage(s, run, st["name"], status, error=st.get("error", "") or "",
+        update_stage(s, run, st["name"], stage_status, error=st.get("error", "") or "",
                      exports=st.get("exports") or {}, reused_from=st.get("reused_from"))
     for img in result.get("images", []):
         image = Image(run_id=run.id, stage=img.get("stage", ""), name=img["name"], tags=list(img.get("tags", [])),
