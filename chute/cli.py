@@ -7,6 +7,7 @@ common case: see :mod:`chute.entry`.
 
 from __future__ import annotations
 
+import json
 import sys
 
 import typer
@@ -727,6 +728,64 @@ def token_revoke(key: str = typer.Argument(..., help="Token id or prefix."), ser
     from chute.server.access_cli import token_revoke_command
 
     _access(_call(lambda: token_revoke_command(_client(server, token), key)))
+
+
+
+
+# ------------------------------------------------------------------ secrets
+secret_app = typer.Typer(help="Secrets per project and environment (encrypted at rest, given only to trusted stages).",
+                         no_args_is_help=True)
+app.add_typer(secret_app, name="secret")
+SecretEnvOpt = typer.Option("", "--env", help="Scope the secret to one environment (default: the whole project).")
+
+
+@secret_app.command("set")
+def secret_set(
+    project: str = typer.Argument(...), name: str = typer.Argument(..., help="e.g. API_TOKEN"),
+    environment: str = SecretEnvOpt, server: str | None = ServerOpt, token: str | None = TokenOpt,
+) -> None:
+    """Set a secret; the value is read from stdin (never from the command line, where `ps` would show it)."""
+    from urllib.parse import quote
+
+    value = sys.stdin.read()
+    if value.endswith("\n") and value.count("\n") == 1:
+        value = value[:-1]  # `echo value | chute secret set` means the value without the newline
+    c = _client(server, token)
+    r = _call(lambda: c.request("PUT", f"/api/v1/projects/{quote(project, safe='')}/secrets/{quote(name, safe='')}",
+                                json={"value": value, "environment": environment}))
+    scope = f"environment {environment}" if environment else "the project"
+    typer.echo(f"secret {r['name']} {'created' if r.get('created') else 'updated'} for {scope} of {project}")
+
+
+@secret_app.command("list")
+def secret_list(project: str = typer.Argument(...), server: str | None = ServerOpt, token: str | None = TokenOpt,
+                json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Names and scopes of a project's secrets (values are never shown)."""
+    from urllib.parse import quote
+
+    c = _client(server, token)
+    rows = _call(lambda: c.get(f"/api/v1/projects/{quote(project, safe='')}/secrets"))
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"project {project} has no secrets; add one with `chute secret set {project} NAME`")
+    for r in rows:
+        typer.echo(f"{r['name']:<32} {r['environment'] or '(project)':<16} updated {r['updated_at']} "
+                   f"by {r['updated_by']}")
+
+
+@secret_app.command("delete")
+def secret_delete(project: str = typer.Argument(...), name: str = typer.Argument(...),
+                  environment: str = SecretEnvOpt, server: str | None = ServerOpt,
+                  token: str | None = TokenOpt) -> None:
+    """Delete a secret."""
+    from urllib.parse import quote
+
+    c = _client(server, token)
+    _call(lambda: c.request("DELETE", f"/api/v1/projects/{quote(project, safe='')}/secrets/{quote(name, safe='')}",
+                            params={"environment": environment}))
+    typer.echo(f"secret {name} deleted")
 
 
 

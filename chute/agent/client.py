@@ -91,6 +91,15 @@ class AgentClient:
         self._held(self._post(f"/api/v1/jobs/{job_id}/logs", {"agent": self.name, "chunks": chunks},
                               patience=self.patience))
 
+    def secrets(self, job_id: int) -> tuple[dict[str, str], list[str]]:
+        """The credentials of a trusted job we hold: (name -> value, names not defined)."""
+        r = self._post(f"/api/v1/jobs/{job_id}/secrets", {"agent": self.name})
+        if r.status_code == 403:
+            raise PermissionError(r.json().get("detail", "secrets refused"))
+        self._held(r)
+        body = r.json()
+        return dict(body.get("secrets") or {}), list(body.get("missing") or [])
+
     def complete(self, job_id: int, result: dict[str, Any]) -> None:
         self._held(self._post(f"/api/v1/jobs/{job_id}/complete", {"agent": self.name, "result": result},
                               patience=self.patience))

@@ -34,7 +34,10 @@ class LogShipper:
     """
 
     def __init__(self, client: AgentClient, job_id: int, attempt: int, interval: float = 0.5) -> None:
+        from chute.secrets import Masker
+
         self.client, self.job_id = client, job_id
+        self.masker = Masker()  # set once the job's secrets are known: nothing leaves unmasked
         self.seq = attempt * SEQ_PER_ATTEMPT
         self.interval = interval
         self.lock = threading.Lock()
@@ -49,6 +52,7 @@ class LogShipper:
     MAX_PENDING = 4 << 20  # bytes held before the producer waits for the server (back-pressure)
 
     def add(self, stage: str, text: str) -> None:
+        text = self.masker.mask(text)
         with self.lock:
             self.pending_bytes += len(text)
             full = self.pending_bytes > self.MAX_PENDING
@@ -189,6 +193,7 @@ class Worker:
         if lost.is_set() or shipper.lost or result is None:
             log.warning("job %s was lost (lease expired); its result is dropped", job_id)
             return None
+        result = shipper.masker.mask_doc(result)
         try:
             self.client.complete(job_id, result)
         except LostJob:
@@ -197,7 +202,8 @@ class Worker:
 
     def _execute(self, job_id: int, run_id: int, payload: dict[str, Any], work: Path, shipper: LogShipper,
                  cancel: threading.Event) -> dict[str, Any]:
-        from chute.runner import Observer, RunRequest, run_pipeline
+        from chute.runner import Isolation, Observer, RunRequest, run_pipeline
+        from chute.secrets import Masker
 
         started = time.time()
         mirror = mirror_for(self.home, payload["project"], payload["repo_url"])
@@ -212,6 +218,20 @@ class Worker:
                     "duration": round(time.time() - started, 3)}
 
         client = self.client
+        secrets: dict[str, str] = {}
+        if payload.get("trusted") and payload.get("credentials"):
+            # Only trusted jobs ask, only for what their reviewed config names; fetched late, never stored.
+            try:
+                secrets, missing = client.secrets(job_id)
+            except PermissionError as err:
+                shipper.add("", f"chute: secrets refused: {err}\n")
+                return {"status": "error", "error": f"secrets refused: {err}", "stages": [], "images": [],
+                        "duration": round(time.time() - started, 3)}
+            shipper.masker = Masker(secrets.values())
+            if missing:
+                shipper.add("", f"chute: credentials not defined for {payload['project']}: {', '.join(missing)} "
+                                "(a step that asks for one fails; define it with `chute secret set`)\n")
+        masker = shipper.masker
 
         class Remote(Observer):
             def graph(self, graph: dict[str, Any]) -> None:
@@ -220,7 +240,7 @@ class Worker:
             def stage(self, name: str, status: str, error: str = "",
                       exports: dict[str, Any] | None = None) -> None:
                 shipper.flush()  # logs before the status change that ends them
-                client.stage(job_id, name, status, error, exports)
+                client.stage(job_id, name, status, masker.mask(error), masker.mask_doc(exports))
 
             def log(self, stage: str, text: str) -> None:
                 shipper.add(stage, text)
@@ -240,6 +260,9 @@ class Worker:
             params=dict(payload.get("params") or {}),
             registry=payload.get("registry"),
             trusted=bool(payload.get("trusted")),
+            secrets=secrets,
+            default_branch=payload.get("default_branch") or "",
+            isolation=Isolation.for_agent(),
             reuse=payload.get("reuse") or {},
             run_id=run_id,  # containers are labelled chute.run=<run id>
             labels={AGENT_LABEL: self.client.name},

@@ -218,6 +218,7 @@ class RunResult:
     tail_lines: tuple[str, ...] = ()
     duration: float = 0.0
     removed: bool = False  # True when the container no longer exists (keep=False, or cancelled)
+    oom_killed: bool = False  # the kernel killed it for going over its memory limit
 
     @property
     def ok(self) -> bool:
@@ -278,6 +279,7 @@ class ContainerInfo:
     started_at: str | None = None
     finished_at: str | None = None
     privileged: bool = False
+    oom_killed: bool = False
 
 
 # --------------------------------------------------------------------------- protocol
@@ -322,6 +324,7 @@ class Engine(Protocol):
         keep: bool = True,
         ca_bundle: bool = False,
         pull: PullPolicy = "missing",
+        files: Mapping[str, str] | None = None,
     ) -> RunResult: ...
 
     def copy_out(self, container: str, source: str, destination: str | Path) -> Path: ...

@@ -132,6 +132,29 @@ def write_env_file(directory: Path, env: Mapping[str, str] | None) -> tuple[Path
     return path, inline
 
 
+_FILE_TARGET_RE = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
+
+
+def _private_tmpfs() -> str | None:
+    """/dev/shm when it is a writable directory (a tmpfs on Linux), else the default temp dir."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+def _write_files(directory: Path, files: Mapping[str, str] | None) -> list[str]:
+    """Write each file (0444 in a 0700 directory) and return the read-only ``--volume`` arguments."""
+    args = []
+    for i, (target, text) in enumerate((files or {}).items()):
+        path = directory / f"file-{i}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        # Readable by the image's own (often unprivileged) user; the 0700 directory keeps others out.
+        os.chmod(path, 0o444)
+        args.append(f"--volume={path}:{target}:ro")
+    return args
+
+
 def _limit_args(limits: Limits | None) -> list[str]:
     if limits is None:
         return []
@@ -146,7 +169,8 @@ def _limit_args(limits: Limits | None) -> list[str]:
             raise EngineUsageError(
                 f"memory limit {limits.memory!r} is not valid", "give bytes, or a number with b, k, m or g"
             )
-        out.append(f"--memory={memory}")
+        # Swap equal to the limit: the limit is the memory a step gets, not half of it.
+        out += [f"--memory={memory}", f"--memory-swap={memory}"]
     if limits.pids is not None:
         if int(limits.pids) < 1:
             raise EngineUsageError(f"pids limit {limits.pids!r} must be at least 1")
@@ -221,6 +245,7 @@ def parse_container_info(data: Mapping[str, Any]) -> ContainerInfo:
         started_at=state.get("StartedAt") or None,
         finished_at=state.get("FinishedAt") or None,
         privileged=bool((data.get("HostConfig") or {}).get("Privileged")),
+        oom_killed=bool(state.get("OOMKilled")),
     )
 
 
@@ -452,12 +477,18 @@ class CliEngine:
         keep: bool = True,
         ca_bundle: bool = False,
         pull: str = "missing",
+        files: Mapping[str, str] | None = None,
     ) -> RunResult:
         """Run ``image`` with ``args``, isolated, streaming its output to ``log``.
 
         Never privileged; no host mounts (except the CA bundle, read-only, when
-        ``ca_bundle`` is asked for); no engine socket; an init process; no new
-        privileges; only :data:`RUN_CAPABILITIES`; the image's own user.
+        ``ca_bundle`` is asked for, and ``files``); no engine socket; an init process;
+        no new privileges; only :data:`RUN_CAPABILITIES`; the image's own user.
+
+        ``files`` (container path -> text) are written to a private directory on a
+        tmpfs and mounted read-only, one file each (secrets given as files); they are
+        removed when the container exits. ``network="isolated"`` is chute's own network
+        (:mod:`.isolation`): outbound traffic, but nothing on this machine.
 
         Timeout: the container is stopped (and kept if ``keep``). Cancel or
         Ctrl-C: the container is removed (``rm -f``), whatever ``keep`` says.
@@ -471,6 +502,12 @@ class CliEngine:
             raise EngineUsageError(f"pull policy {pull!r} is not one of {', '.join(PULL_POLICIES)}")
         if network != "default":
             _check_name(network, "network")
+        for target in files or {}:
+            if not _FILE_TARGET_RE.match(target) or "/../" in f"{target}/" or "/./" in f"{target}/":
+                raise EngineUsageError(f"file target {target!r} must be an absolute path of letters, digits, "
+                                       "'_', '.', '-' and '/'")
+        if network == "isolated":
+            network = self._isolated_network(log)
         if workdir is not None and not workdir.startswith("/"):
             raise EngineUsageError(f"working directory {workdir!r} must be an absolute path")
         label_args = _check_labels({MANAGED_LABEL: "1", **(labels or {})})
@@ -485,9 +522,11 @@ class CliEngine:
                 for ca_name in self.ca_env:
                     run_env.setdefault(ca_name, CA_PATH_IN_CONTAINER)
 
-        tmp = Path(tempfile.mkdtemp(prefix="chute-run-"))
+        # Env values and files may be secrets: keep them on a tmpfs when there is one (never on disk).
+        tmp = Path(tempfile.mkdtemp(prefix="chute-run-", dir=_private_tmpfs()))
         try:
             env_file, inline_env = write_env_file(tmp, run_env)
+            file_args = _write_files(tmp, files)
             argv = [
                 self.binary,
                 "run",
@@ -506,6 +545,7 @@ class CliEngine:
                 *limit_args,
                 *([f"--network={network}"] if network != "default" else []),
                 *ca_args,
+                *file_args,
                 self._image_arg(image),
                 *args,
             ]
@@ -573,7 +613,20 @@ class CliEngine:
             tail_lines=result.tail[-50:],
             duration=result.duration,
             removed=removed,
+            oom_killed=info.oom_killed,
         )
+
+    def _isolated_network(self, log: LogFn) -> str:
+        """The isolated network's name once its firewall is in place, else "none" (never an open network)."""
+        from .isolation import NETWORK, IsolationUnavailable, ensure_isolated
+
+        try:
+            ensure_isolated(self._capture, self.name, self.environ)
+        except IsolationUnavailable as err:
+            log(f"chute: {err}; running with no network at all (set CHUTE_RUN_NETWORK=default to allow "
+                "the engine's default network, which reaches this machine's ports)")
+            return "none"
+        return NETWORK
 
     def _raise_run_failure(self, image: str, result: ProcessResult) -> NoReturn:
         error = result.error_line()

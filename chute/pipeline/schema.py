@@ -860,7 +860,7 @@ class _Checker:
                            "`id` is the credential's id, `name` the environment variable it becomes")
                 out.append(_BAD)
                 continue
-            self.unknown_keys(item, ipath, ("id", "name"), "a credential")
+            self.unknown_keys(item, ipath, ("id", "name", "as"), "a credential")
             entry: dict[str, Any] = {}
             for key in ("id", "name"):
                 if item.get(key) is None:
@@ -869,6 +869,17 @@ class _Checker:
                     entry[key] = _BAD
                 else:
                     entry[key] = self.string(item[key], (*ipath, key))
+            # chute extension (docs/compat.md): `as: file` mounts the value as a read-only file at
+            # /run/secrets/<id> and sets `name` to that path; `as: env` (the default) sets `name`
+            # to the value.
+            if item.get("as") is not None:
+                if item["as"] not in ("env", "file"):
+                    self.error((*ipath, "as"), "`as` must be `env` or `file`, got "
+                               + (f"`{item['as']}`" if isinstance(item["as"], str) else _kind(item["as"])),
+                               "`as: file` gives the step a file (its path in `name`); `env` the value itself")
+                    entry["as"] = _BAD
+                elif item["as"] == "file":
+                    entry["as"] = "file"
             out.append(_BAD if _BAD in entry.values() else entry)
         return _BAD if _BAD in out else out
 

@@ -11,8 +11,9 @@ status/error/exports/duration/log path, images with name/tags/digest,
 promotions, triggers, notifications, graph).
 """
 
-from .request import Observer, RunRequest
+from .request import Isolation, IsolationError, Observer, RunRequest
 from .run import run_pipeline, run_pipelines
 from .scheduler import Outcome, schedule
 
-__all__ = ["Observer", "Outcome", "RunRequest", "run_pipeline", "run_pipelines", "schedule"]
+__all__ = ["Isolation", "IsolationError", "Observer", "Outcome", "RunRequest", "run_pipeline", "run_pipelines",
+           "schedule"]

@@ -27,15 +27,14 @@ from typing import Any
 from chute.config import ConfigError
 
 from .request import Runtime
-from .steps import StepFailed
+from .steps import StepFailed, refusal
 
 
 def deploy(rt: Runtime, stage: str, cfg: dict[str, Any], log: Any) -> dict[str, Any]:
     from chute.deploy import PodmanTarget, run_test_release
 
     if not rt.request.trusted:
-        raise StepFailed("deploy is not allowed for an untrusted change (a patch under review)",
-                         "the deploy step runs after merge, from the target branch's reviewed config")
+        raise StepFailed(*refusal("deploy", rt.request))
     image = _image(rt, stage, cfg)
     chart = _chart(rt, cfg, log)
     test = bool(cfg.get("test", True))

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from chute.config import ConfigError
+from chute.secrets.masking import NO_MASK, Masker
 
 from . import steps
 from .request import Observer, RunRequest, Runtime
 from .scheduler import Outcome, schedule
-from .steps import PRIVILEGED, StepFailed
+from .steps import PRIVILEGED, StepFailed, refusal
 
 
 def _now() -> str:
@@ -22,15 +23,16 @@ def _now() -> str:
 
 
 class _StageLog:
-    """Writes a stage's output to its log file and to the observer, line by line."""
+    """Writes a stage's output to its log file and to the observer, line by line, secrets masked."""
 
-    def __init__(self, path: Path, observer: Observer, stage: str) -> None:
+    def __init__(self, path: Path, observer: Observer, stage: str, masker: Masker = NO_MASK) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.fh = path.open("a", encoding="utf-8")
-        self.observer, self.stage = observer, stage
+        self.observer, self.stage, self.masker = observer, stage, masker
         self.lock = threading.Lock()
 
     def __call__(self, text: str) -> None:
+        text = self.masker.mask(text)
         if not text.endswith("\n"):
             text += "\n"
         with self.lock:
@@ -42,14 +44,35 @@ class _StageLog:
         self.fh.close()
 
 
+class _MaskingObserver(Observer):
+    """Passes progress on with secret values masked (stage errors and exports; log lines are masked earlier)."""
+
+    def __init__(self, inner: Observer, masker: Masker) -> None:
+        self.inner, self.masker = inner, masker
+
+    def graph(self, graph: dict[str, Any]) -> None:
+        self.inner.graph(graph)
+
+    def stage(self, name: str, status: str, error: str = "", exports: dict[str, Any] | None = None) -> None:
+        self.inner.stage(name, status, self.masker.mask(error), self.masker.mask_doc(exports))
+
+    def log(self, stage: str, text: str) -> None:
+        self.inner.log(stage, self.masker.mask(text))
+
+
 def run_pipelines(request: RunRequest, *, observer: Observer | None = None, cancel: threading.Event | None = None,
                   workdir: Path | None = None, engine: Any = None) -> dict[str, Any]:
     """Every selected pipeline, one after the other in file order (as PipelineLib ran them)."""
     from chute.pipeline import load_pipeline_config, make_plan
 
-    observer = observer or Observer()
     cancel = cancel or threading.Event()
     started = time.time()
+    masker = Masker(request.secrets.values())
+    if request.isolation.error:
+        return {"status": "error", "error": request.isolation.error, "pipelines": [], "images": [],
+                "duration": 0.0}
+    # Every message about a stage leaves the runner masked, whoever observes it.
+    observer = _MaskingObserver(observer or Observer(), masker) if masker else (observer or Observer())
     try:
         config = load_pipeline_config(str(request.repo_dir / request.config_path))
         plan = make_plan(config, pipelines=request.pipelines, stage=request.stage, repo_root=str(request.repo_dir))
@@ -74,6 +97,7 @@ def run_pipelines(request: RunRequest, *, observer: Observer | None = None, canc
     statuses = [d["status"] for d in docs]
     status = ("cancelled" if cancel.is_set() else
               next((s for s in statuses if s != "success"), "success") if docs else "error")
+    docs = masker.mask_doc(docs)
     return {"status": status, "error": next((d["error"] for d in docs if d.get("error")), ""),
             "pipelines": docs, "images": [i for d in docs for i in d["images"]],
             "duration": round(time.time() - started, 3)}
@@ -94,7 +118,8 @@ def _run_one(request: RunRequest, pp: Any, observer: Observer, cancel: threading
     from chute.pipeline import Context, resolve_step, setup_bindings
 
     work = workdir or Path(tempfile.mkdtemp(prefix="chute-run-"))
-    rt = Runtime(request=request, engine=engine, observer=observer, cancel=cancel, workdir=work)
+    rt = Runtime(request=request, engine=engine, observer=observer, cancel=cancel, workdir=work,
+                 masker=Masker(request.secrets.values()))
     pipeline = pp.pipeline
     name = pp.name
     directory = pp.directory
@@ -115,7 +140,7 @@ def _run_one(request: RunRequest, pp: Any, observer: Observer, cancel: threading
         rec["started_at"] = _now()
         t0 = time.time()
         stage = pipeline.stages[sname]
-        log = _StageLog(work / "logs" / name / f"{sname}.log", observer, sname)
+        log = _StageLog(work / "logs" / name / f"{sname}.log", observer, sname, rt.masker)
         rec["log"] = str(log.fh.name)
         try:
             ctx.bind(sname, "stage", sname)
@@ -129,8 +154,7 @@ def _run_one(request: RunRequest, pp: Any, observer: Observer, cancel: threading
                 if cancel.is_set():
                     raise StepFailed("cancelled")
                 if step in PRIVILEGED and not request.trusted:
-                    raise StepFailed(f"{step} is not allowed for an untrusted change (a patch under review)",
-                                     "privileged steps run from the target branch's reviewed config after merge")
+                    raise StepFailed(*refusal(step, request))
                 s0 = time.time()
                 cfg = resolve_step(stage, step, ctx)
                 out = _do_step(rt, pp, sname, step, cfg, directory, labels, ctx, log)

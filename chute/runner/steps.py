@@ -8,6 +8,7 @@ for the person reading the run page.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import tarfile
@@ -31,6 +32,23 @@ class StepFailed(Exception):
 
 def _rand() -> str:
     return secrets.token_hex(4)
+
+
+def _after_merge(req: Any) -> str:
+    branch = f"to {req.default_branch}" if req.default_branch else "to the default branch"
+    return f"after merge {branch}, from that branch's reviewed .pipeline/config.yaml"
+
+
+def refusal(step: str, req: Any) -> tuple[str, str]:
+    """Why an untrusted run does not ``step``, and where it will run: (message, hint)."""
+    return (f"{step} is not allowed for an untrusted change (a change under review or an unmerged branch): "
+            f"it runs only for reviewed code, {_after_merge(req)}",
+            "keep publishing and deploying in a pipeline that runs after merge (e.g. `publish`); a change "
+            "under review runs the pipelines that only build and test")
+
+
+SECRETS_DIR = "/run/secrets"  # where `as: file` credentials appear in the run container
+_SECRET_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 # ------------------------------------------------------------------ build
@@ -96,33 +114,55 @@ def run(rt: Runtime, stage: str, cfg: dict[str, Any], log: Any) -> dict[str, Any
         # Like PipelineLib since 2020: only images built by this run, never arbitrary references.
         raise StepFailed(f"run.image {cfg['image']!r} is not a local image ID",
                          "run an image built by this pipeline, e.g. ${.imageID} or ${stage.imageID}")
+    req = rt.request
     env = dict(cfg.get("env") or {})
+    files: dict[str, str] = {}
     for cred in cfg.get("credentials") or []:
-        cid, name = cred.get("id"), cred.get("name") or cred.get("id")
-        if not rt.request.trusted:
-            raise StepFailed(f"credential {cid!r} is not given to an untrusted change",
-                             "secrets reach steps only for merged code (the publish pipeline)")
-        if cid not in rt.request.secrets:
-            raise StepFailed(f"credential {cid!r} is not defined for this project",
-                             "define it with `chute secret set` (trusted stages only)")
-        env[str(name)] = rt.request.secrets[cid]
+        cid, name = str(cred.get("id")), str(cred.get("name") or cred.get("id"))
+        if not req.trusted:
+            raise StepFailed(f"credential {cid!r} is not given to an untrusted change (a change under review or an "
+                             f"unmerged branch): the step gets it only for reviewed code, {_after_merge(req)}",
+                             "run steps that need secrets in a pipeline that runs after merge (e.g. `publish`)")
+        if cid not in req.secrets:
+            raise StepFailed(f"credential {cid!r} is not defined for project {req.project or '?'}",
+                             f"an administrator defines it with `chute secret set {req.project or 'PROJECT'} {cid}`")
+        if cred.get("as") == "file":
+            if not _SECRET_FILE.match(cid):
+                raise StepFailed(f"credential {cid!r} cannot be a file name", "use letters, digits, '_', '.', '-'")
+            files[f"{SECRETS_DIR}/{cid}"] = req.secrets[cid]
+            env[name] = f"{SECRETS_DIR}/{cid}"
+        else:
+            env[name] = req.secrets[cid]
     name = f"chute-run-{_rand()}"
-    labels = {**rt.request.labels, "chute.run": str(rt.request.run_id or ""), "chute.stage": stage}
+    labels = {**req.labels, "chute.run": str(req.run_id or ""), "chute.stage": stage}
+    iso = req.isolation
+    timeout = iso.step_timeout(req.run_timeout)
+    network = iso.network_for(req.trusted)
     with rt.lock:
         rt.containers.append(name)
     log(f"chute: running {image[:12]} {' '.join(cfg.get('arguments') or [])}\n")
+    log(f"chute: limits: {iso.describe()}, {f'{timeout:g} s' if timeout else 'no time limit'}; "
+        f"network: {network}\n")
     res = rt.engine.run(f"sha256:{image}", args=list(cfg.get("arguments") or []), env=env, name=name,
-                        timeout=rt.request.run_timeout, log=log, cancel=rt.cancel, labels=labels, keep=True)
+                        timeout=timeout, log=log, cancel=rt.cancel, labels=labels, keep=True,
+                        limits=iso.limits(), network=network, files=files or None)
     if res.cancelled:
         raise StepFailed("cancelled")
     if res.timed_out:
-        raise StepFailed(f"the container ran longer than {rt.request.run_timeout:.0f} s and was stopped")
+        raise StepFailed(f"the container ran longer than {timeout:g} s and was stopped",
+                         "make the step faster, or raise CHUTE_RUN_TIMEOUT on the agent")
     if res.exit_code != 0:
+        if res.oom_killed or (res.exit_code == 137 and iso.memory):
+            # Not every engine reports the OOM kill (podman on cgroup v1 does not): SIGKILL with a
+            # memory limit is said as what it most likely is.
+            why = "for using more than" if res.oom_killed else "(SIGKILL, exit status 137), most likely for going over"
+            raise StepFailed(f"the container was killed {why} its memory limit of {iso.memory}",
+                             "use less memory, or raise CHUTE_RUN_MEMORY on the agent")
         raise StepFailed(f"the command exited with status {res.exit_code}",
                          "the test output is in this stage's log")
     tail = int(cfg.get("tail") or 0)
     output = "".join(line if line.endswith("\n") else line + "\n" for line in res.tail_lines[-tail:]) if tail else ""
-    return {"container": name, "output": output}
+    return {"container": name, "output": rt.masker.mask(output)}
 
 
 # ------------------------------------------------------------------ copy

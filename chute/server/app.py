@@ -179,7 +179,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
         return JSONResponse(body, status_code=exc.status)
 
     from .api import access as access_api
-    from .api import agents, deployments, projects, runs
+    from .api import agents, deployments, projects, runs, secrets
     from .api import metrics as metrics_api
     from .blubberoid import make_router as blubberoid_router
     from .blubberoid import policy_from_env as blubber_policy
@@ -198,6 +198,8 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     metrics_api.install(app)  # metrics API, /metrics (Prometheus), dashboard and trace pages
 
     app.include_router(access_api.router)
+
+    app.include_router(secrets.router)
 
     from .ui import install as install_ui
 

@@ -235,15 +235,22 @@ def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, a
         return [config_error_run(s, project, change, error, trigger=trigger, actor=actor)]
     if inc.branch == project.default_branch:
         project.config_error = None
+    # Trusted only for reviewed code: the default branch's commits and tags (chute/server/trust.py).
+    from . import trust
+
+    verdict = trust.decide(m, project, inc.kind, inc.commit, inc.ref, inc.branch)
+    trusted = verdict.trusted
     chosen = [p for p in pipes if pipelines is None or p.name in pipelines]
     if pipelines is None:
-        chosen = select_pipelines(chosen, inc.kind)
+        # Untrusted code runs the pipelines that only build and test, whatever the event.
+        chosen = select_pipelines(chosen, inc.kind if trusted or inc.kind == "patchset" else "push-branch")
+        if not chosen and not trusted and pipes:
+            wanted = trust.review_pipelines(m, project, [p.name for p in pipes])
+            chosen = [p for p in pipes if p.name in wanted]
     unknown = sorted(set(pipelines or []) - {p.name for p in pipes})
     if unknown:
         raise ServiceError(f"no pipeline named {', '.join(unknown)} in {CONFIG_PATH}", 400,
                            f"pipelines defined: {', '.join(p.name for p in pipes) or 'none'}")
-    trusted = inc.kind in ("merged", "push", "tag") or (inc.kind == "manual" and
-                                                         inc.branch == project.default_branch)
     if trigger in ("webhook", "poll"):
         # A merge arrives twice on most systems (merge event + branch push, or a webhook and
         # the poller): run each pipeline once per commit and trust level.
@@ -253,7 +260,7 @@ def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, a
                 Run.trigger.in_(("webhook", "poll")))))
         chosen = [p for p in chosen if p.name not in seen]
     return [queue_run(s, settings, project, change, p.name, trigger=trigger, actor=actor, trusted=trusted,
-                      params=inc.params) for p in chosen]
+                      params=inc.params, why=verdict.why) for p in chosen]
 
 
 def config_error_run(s: Session, project: Project, change: Change, error: str, *, trigger: str, actor: str) -> Run:
@@ -273,7 +280,7 @@ def config_error_run(s: Session, project: Project, change: Change, error: str, *
 def queue_run(s: Session, settings: Settings, project: Project, change: Change, pipeline: str, *,
               trigger: str, actor: str, trusted: bool, params: dict[str, str] | None = None,
               rerun_of: Run | None = None, reuse_from: Run | None = None,
-              reuse: dict[str, Any] | None = None) -> Run:
+              reuse: dict[str, Any] | None = None, why: str = "") -> Run:
     run = Run(project=project, change=change, pipeline=pipeline, trigger=trigger, actor=actor,
               trusted=trusted, params=params or {}, rerun_of=rerun_of.id if rerun_of else None,
               reuse_from=reuse_from.id if reuse_from else None)
@@ -289,18 +296,44 @@ def queue_run(s: Session, settings: Settings, project: Project, change: Change, 
         "pipeline": pipeline,
         "change": {"kind": change.kind, "number": change.number, "patchset": change.patchset},
         "trusted": trusted,
+        # The secrets the reviewed config asks for (names only; the agent fetches the values).
+        "credentials": _credentials(settings, project, change.commit, pipeline) if trusted else [],
         "registry": settings.registry,
         "params": params or {},
         "reuse": reuse or {},
         "run_url": settings.run_url(run.id),
     }
     ledger.record(s, "run.queued", run=run, actor=actor, data={"pipeline": pipeline, "trigger": trigger})
+    if not trusted:
+        _note_untrusted(s, settings, project, run, why or (f"a {trigger} of run {rerun_of.id}, which was untrusted"
+                                                            if rerun_of is not None else "not reviewed code"))
     # A trusted run that would deploy into a freeze waits in the queue until it ends (deploy.held).
     from .deploys import hold_new_run
 
     enqueue(s, run, payload, max_attempts=settings.max_attempts,
             not_before=hold_new_run(s, settings, project, run))
     return run
+
+
+def _note_untrusted(s: Session, settings: Settings, project: Project, run: Run, why: str) -> None:
+    """Why the run is untrusted and what it will not do, as the first lines of its log."""
+    from . import trust
+
+    notes = [f"untrusted run: {why}; it gets no secrets and may not publish, promote, deploy or trigger"]
+    try:
+        notes += trust.review_notes(mirror(settings, project), project, run.change.commit, [run.pipeline])
+    except RepoError:
+        pass
+    trust.record_notes(s, run, notes)
+
+
+def _credentials(settings: Settings, project: Project, commit: str, pipeline: str) -> list[str]:
+    from . import trust
+
+    try:
+        return trust.credential_ids_at(mirror(settings, project), commit, pipeline)
+    except RepoError:
+        return []
 
 
 def recheck(s: Session, settings: Settings, project: Project, inc: Incoming, *, actor: str) -> list[Run]:
@@ -381,13 +414,13 @@ def complete_run(s: Session, run: Run, result: dict[str, Any], *, agent: str) ->
     current = {st.name: st for st in run.stages}
     for st in result.get("stages", []):
         have = current.get(st["name"])
-        status = st.get("status", "error")
-        if have is not None and have.status == status and have.finished_at is not None:
+        stage_status = st.get("status", "error")
+        if have is not None and have.status == stage_status and have.finished_at is not None:
             # Already reported live by the agent: keep its times, only fill what is missing.
             have.exports = st.get("exports") or have.exports
             have.reused_from = have.reused_from or st.get("reused_from")
             continue
-        update_stage(s, run, st["name"], status, error=st.get("error", "") or "",
+        update_stage(s, run, st["name"], stage_status, error=st.get("error", "") or "",
                      exports=st.get("exports") or {}, reused_from=st.get("reused_from"))
     for img in result.get("images", []):
         image = Image(run_id=run.id, stage=img.get("stage", ""), name=img["name"], tags=list(img.get("tags", [])),

@@ -433,6 +433,26 @@ class PatchDelivery(Base):
     merged_at: Mapped[float | None] = mapped_column(Float)
     delivered_at: Mapped[float] = mapped_column(Float)
 
+class Secret(Base):
+    """A secret value of a project (``environment`` "") or of one of its environments, encrypted.
+
+    ``value`` is AES-GCM ciphertext bound to the row's project, scope and name
+    (chute.secrets.crypto); the plaintext is never stored, logged or returned by the API.
+    """
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("project_id", "environment", "name", name="uq_secret_scope_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(100), default="")  # "": the whole project
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[str] = mapped_column(Text)  # v1:<key id>:<base64 nonce+ciphertext>
+    key_id: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(200), default="")
+
 
 class Token(Base):
     """API tokens, stored hashed (see chute/server/auth.py); a token never does more than its user may."""

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 20:51:38.953225
+Create Date: 2026-11-26 20:52:07.679371
 """
 
 from alembic import op
@@ -232,6 +232,20 @@ def upgrade() -> None:
         batch_op.create_index('ix_run_results_pipeline', ['project', 'pipeline', 'at', 'outcome', 'trigger'], unique=False)
         batch_op.create_index('ix_run_results_run', ['run_id'], unique=False)
 
+    op.create_table('secrets',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('project_id', sa.Integer(), nullable=False),
+    sa.Column('environment', sa.String(length=100), nullable=False),
+    sa.Column('name', sa.String(length=128), nullable=False),
+    sa.Column('value', sa.Text(), nullable=False),
+    sa.Column('key_id', sa.String(length=16), nullable=False),
+    sa.Column('created_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', chute.store.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_by', sa.String(length=200), nullable=False),
+    sa.ForeignKeyConstraint(['project_id'], ['projects.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('project_id', 'environment', 'name', name='uq_secret_scope_name')
+    )
     op.create_table('webhook_deliveries',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('project_id', sa.Integer(), nullable=False),
@@ -436,6 +450,7 @@ def downgrade() -> None:
 
     op.drop_table('runs')
     op.drop_table('webhook_deliveries')
+    op.drop_table('secrets')
     with op.batch_alter_table('run_results', schema=None) as batch_op:
         batch_op.drop_index('ix_run_results_run')
         batch_op.drop_index('ix_run_results_pipeline')
