@@ -116,7 +116,8 @@ def fuzz_app(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.setenv("CHUTE_HOME", str(home))
     repo = make_repo(tmp_path / "greeter", files={".pipeline/config.yaml": CONFIG,
                                                    ".pipeline/blubber.yaml": BLUBBER})
-    app = create_app(Settings(home=home, database_url=db_url, embedded_agent=False, base_url="http://chute.test"),
+    app = create_app(Settings(home=home, database_url=db_url, embedded_agent=False, base_url="http://chute.test",
+                                    anonymous_read=False),  # so that every route must refuse a missing token
                      start_background=False)
     world = World()
     client = asgi.get_client(app)

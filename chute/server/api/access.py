@@ -22,8 +22,9 @@ from .. import access, services
 from ..access import Identity
 from ..auth import create_token, find_token, revoke_token, token_out
 from .deps import caller, get_state, identity
+from .schemas import errors
 
-router = APIRouter(prefix="/api/v1", tags=["access"])
+router = APIRouter(prefix="/api/v1", tags=["access"], responses=errors(400, 401, 403, 404, 409, 422, 429))
 
 
 # ------------------------------------------------------------------ bodies

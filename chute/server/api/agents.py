@@ -19,7 +19,7 @@ from ..access import Identity
 from .deps import Transaction, get_state, identity
 from .schemas import AUTH, AgentIn, ClaimIn, ClaimOut, CompleteIn, GraphIn, HeartbeatOut, Id, LogsIn, StageIn, errors
 
-router = APIRouter(prefix="/api/v1", tags=["agents"], responses=errors(400, 409, 422))
+router = APIRouter(prefix="/api/v1", tags=["agents"], responses=errors(400, 401, 403, 409, 422))
 
 
 def _held_job(s: Session, job_id: int, agent: str) -> Job:

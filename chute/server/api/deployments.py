@@ -24,7 +24,7 @@ from ..access import Identity
 from .deps import Transaction, caller, get_state, identity
 from .schemas import AUTH, DB_INT_MAX, Id, errors
 
-router = APIRouter(prefix="/api/v1", tags=["deployments"], responses=errors(400, 403, 404, 409, 422))
+router = APIRouter(prefix="/api/v1", tags=["deployments"], responses=errors(400, 401, 403, 404, 409, 422))
 
 
 # ------------------------------------------------------------------ bodies

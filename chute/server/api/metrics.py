@@ -21,8 +21,9 @@ from chute.metrics.export import dumps
 
 from .. import services
 from .deps import get_state
+from .schemas import errors
 
-router = APIRouter(prefix="/api/v1", tags=["metrics"])
+router = APIRouter(prefix="/api/v1", tags=["metrics"], responses=errors(400, 401, 403, 404, 422))
 prometheus_router = APIRouter()
 
 SINCE_HELP = "Start of the period: a date (2026-01-31), an ISO 8601 time, or a span back from now (30d, 12h, 4w)"

@@ -14,7 +14,7 @@ from .convert import RUN_OUT_LOADS, run_out
 from .deps import Transaction, caller, get_state, identity
 from .schemas import AUTH, ProjectCreated, ProjectIn, ProjectOut, RunOut, TriggerIn, errors
 
-router = APIRouter(prefix="/api/v1", tags=["projects"], responses=errors(400, 404, 409, 422))
+router = APIRouter(prefix="/api/v1", tags=["projects"], responses=errors(400, 401, 403, 404, 409, 422))
 
 
 def last_status(s: Session, project_ids: list[int]) -> dict[int, dict[str, str]]:

@@ -20,7 +20,7 @@ from .convert import RUN_OUT_LOADS, change_out, run_out
 from .deps import Transaction, caller, get_state, identity
 from .schemas import AUTH, DB_INT_MAX, SEQ_MAX, ChangeOut, Id, LogChunkOut, RerunIn, RunOut, errors
 
-router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 404, 409, 422))
+router = APIRouter(prefix="/api/v1", tags=["runs"], responses=errors(400, 401, 403, 404, 409, 422))
 
 
 def load_run(s: Session, run_id: int, who: Identity | None = None, permission: str = access.READ) -> Run:

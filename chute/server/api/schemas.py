@@ -228,12 +228,14 @@ class ErrorOut(BaseModel):
 _ERRORS = {
     400: "The request is well formed but cannot be done as asked (the detail says why)",
     401: "No bearer token, or one that is unknown, revoked or expired",
-    403: "The token lacks the scope this call needs",
+    403: "The caller's token scopes or project roles do not allow this call (the detail names what is missing)",
     404: "No such project, run, change, environment or request",
     409: "The request conflicts with the current state (e.g. the run already finished, the job is not "
          "held by this agent any more)",
     422: "A parameter or body field is invalid (or names a commit the repository does not have)",
+    429: "Too many failed logins from this address or for this user: wait and try again",
     502: "The project's git repository could not be fetched",
+    503: "The server cannot do this now (e.g. its secret keys are not usable)",
 }
 
 

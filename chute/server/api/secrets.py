@@ -21,11 +21,11 @@ from chute.store import Job, Project, Run
 from .. import access, services
 from ..access import Identity
 from .deps import Transaction, get_state, identity
-from .schemas import AUTH, AgentIn, Id
+from .schemas import AUTH, AgentIn, Id, errors
 
 log = logging.getLogger("chute.secrets")
 
-router = APIRouter(prefix="/api/v1", tags=["secrets"])
+router = APIRouter(prefix="/api/v1", tags=["secrets"], responses=errors(400, 401, 403, 404, 409, 422, 503))
 
 
 class SecretIn(BaseModel):
