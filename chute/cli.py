@@ -788,6 +788,36 @@ def secret_delete(project: str = typer.Argument(...), name: str = typer.Argument
     typer.echo(f"secret {name} deleted")
 
 
+@secret_app.command("new-key")
+def secret_new_key() -> None:
+    """Print a new key (32 random bytes, URL-safe base64) for CHUTE_SECRET_KEY or the key file."""
+    from chute.secrets.crypto import new_key
+
+    typer.echo(new_key())
+
+
+@secret_app.command("rotate")
+def secret_rotate() -> None:
+    """Re-encrypt every stored secret with the first key; run on the server machine, with its settings.
+
+    Put the new key first (CHUTE_SECRET_KEY=new,old or a new first line in the key file), run this,
+    then drop the old key.
+    """
+    from chute.secrets import SecretKeyError, SecretStore
+    from chute.server.settings import Settings
+    from chute.store.db import Database
+
+    settings = Settings()
+    store = SecretStore(settings.home)
+    try:
+        with Database(settings.database_url).session() as s:
+            count = store.rotate(s)
+    except SecretKeyError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{count} secret{'' if count == 1 else 's'} re-encrypted with key {store.keyring().current_id}")
+
+
 
 
 def version_callback(value: bool) -> None:

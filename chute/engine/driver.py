@@ -100,16 +100,18 @@ def _check_labels(labels: Mapping[str, str] | None) -> list[str]:
     return out
 
 
-def write_env_file(directory: Path, env: Mapping[str, str] | None) -> tuple[Path | None, list[str]]:
+def write_env_file(directory: Path, env: Mapping[str, str] | None) -> tuple[Path | None, dict[str, str]]:
     """Put environment values where no shell and no process listing can see them.
 
     Values go in an env file (mode 0600) that the engine reads verbatim: no
     quoting, no ``$`` expansion. Env files cannot hold line breaks, so values
-    that contain one are passed as separate ``--env=NAME=value`` arguments
-    (still no shell). Returns the file (or None) and those extra arguments.
+    that contain one are returned apart: the caller passes them in the engine
+    process's own environment, named by ``--env=NAME`` (never on its command
+    line, which every user of the machine can read). Returns the file (or None)
+    and those values.
     """
     lines: list[str] = []
-    inline: list[str] = []
+    inline: dict[str, str] = {}
     for key, raw in (env or {}).items():
         value = str(raw)
         if not _ENV_NAME_RE.match(key):
@@ -120,7 +122,7 @@ def write_env_file(directory: Path, env: Mapping[str, str] | None) -> tuple[Path
         if "\0" in value:
             raise EngineUsageError(f"the value of environment variable {key} contains a NUL byte")
         if "\n" in value or "\r" in value:
-            inline.append(f"--env={key}={value}")
+            inline[key] = value
         else:
             lines.append(f"{key}={value}")
     if not lines:
@@ -526,6 +528,12 @@ class CliEngine:
         tmp = Path(tempfile.mkdtemp(prefix="chute-run-", dir=_private_tmpfs()))
         try:
             env_file, inline_env = write_env_file(tmp, run_env)
+            for key in inline_env:
+                if key in self.environ:
+                    raise EngineUsageError(f"environment variable {key} has a line break and is also set for "
+                                           f"{self.binary} itself, so it cannot be passed without showing it",
+                                           "give it another name, or pass the value as a file")
+            proc_env = {**self.environ, **inline_env}
             file_args = _write_files(tmp, files)
             argv = [
                 self.binary,
@@ -540,7 +548,7 @@ class CliEngine:
                 *label_args,
                 *self._run_extra_args(pull),
                 *([f"--env-file={env_file}"] if env_file else []),
-                *inline_env,
+                *(f"--env={key}" for key in inline_env),
                 *([f"--workdir={workdir}"] if workdir else []),
                 *limit_args,
                 *([f"--network={network}"] if network != "default" else []),
@@ -560,7 +568,7 @@ class CliEngine:
 
             try:
                 result = run_streaming(
-                    argv, env=self.environ, log=log, timeout=timeout, cancel=cancel, on_abort=on_abort
+                    argv, env=proc_env, log=log, timeout=timeout, cancel=cancel, on_abort=on_abort
                 )
             except KeyboardInterrupt:
                 self.remove_containers([name])  # in case it was created after the first removal
@@ -591,6 +599,7 @@ class CliEngine:
             # started and its command succeeded, so there is nothing to ask the engine (an inspect
             # costs a podman call, 0.3 to 1 s on a busy machine).
             exit_code: int | None = 0
+            oom_killed = False
         else:
             info = self._inspect_container_or_none(name)
             if info is None:
@@ -602,6 +611,7 @@ class CliEngine:
                 # The engine created the container but could not start the command.
                 self._raise_if_misconfigured(result, remove=name)
             exit_code = info.exit_code if info.exit_code is not None else result.returncode
+            oom_killed = info.oom_killed
         removed = False
         if not keep:
             self.remove_containers([name])
@@ -613,7 +623,7 @@ class CliEngine:
             tail_lines=result.tail[-50:],
             duration=result.duration,
             removed=removed,
-            oom_killed=info.oom_killed,
+            oom_killed=oom_killed,
         )
 
     def _isolated_network(self, log: LogFn) -> str:

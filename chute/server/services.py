@@ -337,8 +337,13 @@ def _credentials(settings: Settings, project: Project, commit: str, pipeline: st
 
 
 def recheck(s: Session, settings: Settings, project: Project, inc: Incoming, *, actor: str) -> list[Run]:
-    """A "recheck" comment: rerun the pipelines of the change's latest patchset."""
-    q = select(Change).where(Change.project_id == project.id, Change.number == inc.number)
+    """A "recheck" comment: rerun the pipelines of the change's latest patchset.
+
+    Only a change under review is rechecked: a merged change (same number, kind ``push``) has
+    trusted runs, and whoever may comment must not be able to rerun its publish or deploy.
+    """
+    q = select(Change).where(Change.project_id == project.id, Change.number == inc.number,
+                             Change.kind == "patchset")
     if inc.patchset:
         q = q.where(Change.patchset == inc.patchset)
     change = s.scalars(q.order_by(Change.patchset.desc(), Change.id.desc())).first()

@@ -168,8 +168,11 @@ def server(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 
 def token(client: TestClient, scopes: list[str], user: str = "dev") -> dict[str, str]:
+    from chute.server.access import create_user, get_user
     from chute.server.auth import new_token
 
     with client.app_state.db.session() as s:  # type: ignore[attr-defined]
+        if get_user(s, user) is None:  # a user with no role: tokens belong to existing users
+            create_user(s, user, actor="test")
         text = new_token(s, f"{user} token", user=user, scopes=scopes)
     return {"Authorization": f"Bearer {text}"}

@@ -209,3 +209,34 @@ def test_without_firewall_rights_a_step_gets_no_network_rather_than_an_open_one(
     res, out = run(engine, "ls /sys/class/net", image=BUSYBOX, network="isolated")
     assert res.exit_code == 0
     assert "running with no network at all" in out and out.strip().splitlines()[-1] == "lo", out
+
+
+def test_a_multi_line_env_value_never_appears_on_this_machines_command_lines(engine) -> None:
+    """A PEM key given `as: env` cannot go in the env file (no line breaks there): not on argv either,
+    where every user of the machine reads it in /proc/*/cmdline while the step runs."""
+    import hashlib
+
+    value = "-----BEGIN TEST KEY-----\nbXVsdGktbGluZS1zZWNyZXQ\n-----END TEST KEY-----"
+    needle = b"bXVsdGktbGluZS1zZWNyZXQ"
+    seen: list[str] = []
+    done = threading.Event()
+
+    def scan() -> None:
+        while not done.is_set():
+            for proc in Path("/proc").iterdir():
+                try:
+                    if proc.name.isdigit() and needle in (proc / "cmdline").read_bytes():
+                        seen.append(proc.name)
+                except OSError:
+                    pass
+
+    watcher = threading.Thread(target=scan, daemon=True)
+    watcher.start()
+    try:
+        res, out = run(engine, 'printf %s "$PEM_KEY" | sha256sum; sleep 2', env={"PEM_KEY": value, "ONE": "line"})
+    finally:
+        done.set()
+        watcher.join(10)
+    assert res.exit_code == 0, out
+    assert hashlib.sha256(value.encode()).hexdigest() in out  # the step got the value, line breaks included
+    assert seen == []

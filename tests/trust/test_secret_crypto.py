@@ -97,3 +97,38 @@ def test_fuzz_a_masked_text_never_contains_the_value_or_its_base64(value: str, b
     for text in (before + value + after, before + b64 + after):
         out = m.mask(text)
         assert value not in out and b64 not in out
+
+
+def test_the_cli_makes_keys_and_rotates_the_stored_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`chute secret new-key` and `chute secret rotate`, which the key errors and the docs tell people to run."""
+    from typer.testing import CliRunner
+
+    from chute.cli import app
+    from chute.secrets import SecretStore
+    from chute.store import Project, Secret
+    from chute.store.db import Database
+
+    made = CliRunner().invoke(app, ["secret", "new-key"])
+    assert made.exit_code == 0, made.output
+    old, new = made.output.strip(), new_key()
+    assert len(base64.urlsafe_b64decode(old)) == 32
+    monkeypatch.setenv("CHUTE_HOME", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    db = Database(f"sqlite:///{tmp_path / 'chute.db'}")
+    db.migrate()
+    with db.session() as s:
+        p = Project(name="svc", repo_url="file:///nowhere", default_branch="main", webhook_secret="w")
+        s.add(p)
+        s.flush()
+        SecretStore(tmp_path, {KEY_ENV: old}).set(s, p, "API_TOKEN", "a-long-secret", actor="ada")
+    monkeypatch.setenv(KEY_ENV, f"{new},{old}")
+    rotated = CliRunner().invoke(app, ["secret", "rotate"])
+    assert rotated.exit_code == 0, rotated.output
+    assert "1 secret re-encrypted" in rotated.output
+    with db.session() as s:
+        p = s.query(Project).one()
+        assert SecretStore(tmp_path, {KEY_ENV: new}).values(s, p, ["API_TOKEN"]) == {"API_TOKEN": "a-long-secret"}
+        assert s.query(Secret).one().key_id == SecretStore(tmp_path, {KEY_ENV: new}).keyring().current_id
+    monkeypatch.setenv(KEY_ENV, new_key())  # a key that decrypts nothing stored: said, and nothing changes
+    failed = CliRunner().invoke(app, ["secret", "rotate"])
+    assert failed.exit_code == 1 and "not among the keys" in failed.output

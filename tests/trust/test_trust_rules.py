@@ -130,3 +130,17 @@ def test_reruns_and_rechecks_of_untrusted_runs_stay_untrusted(server, tmp_path: 
     again = server.post(f"/api/v1/runs/{run['id']}/rerun", json={}, headers=server.admin).json()
     assert not again["trusted"] and _payload(server, again["id"])["credentials"] == []
     assert f"a rerun of run {run['id']}, which was untrusted" in _notes(server, again["id"])[0]
+
+
+def test_a_recheck_comment_on_a_merged_change_reruns_no_trusted_pipeline(server, tmp_path: Path) -> None:
+    """Anyone who may comment may say "recheck": it reruns the change's tests, never the publish of its merge."""
+    repo, hook = gerrit_project(server, tmp_path)
+    sha = patchset(repo, {"test.sh": "echo better\n"})
+    (test,) = _hook(server, hook, gerrit_event("patchset-created", "services/svc", sha))
+    git(repo, "merge", "-q", "--ff-only", "review-77")
+    (publish,) = _hook(server, hook, gerrit_event("change-merged", "services/svc", sha, new_rev=sha))
+    assert publish["trusted"] and not test["trusted"]
+    comment = {**gerrit_event("comment-added", "services/svc", sha), "comment": "Patch Set 1:\n\nrecheck",
+               "author": {"username": "anyone"}, "eventCreatedOn": 1764009999}
+    rechecked = _hook(server, hook, comment)
+    assert [(r["pipeline"], r["trusted"], r["trigger"]) for r in rechecked] == [("test", False, "recheck")]

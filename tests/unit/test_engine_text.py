@@ -271,8 +271,8 @@ def test_env_values_go_to_a_private_file_verbatim(tmp_path):
     assert path is not None
     assert path.read_text() == "A=x $HOME `id` 'q' ; y  \nEMPTY=\nN=5\n"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert inline == ["--env=MULTI=one\ntwo", "--env=CR=a\rb"]
-    assert write_env_file(tmp_path / "unused", {}) == (None, [])
+    assert inline == {"MULTI": "one\ntwo", "CR": "a\rb"}
+    assert write_env_file(tmp_path / "unused", {}) == (None, {})
 
 
 @pytest.mark.parametrize("name", ["", "1ABC", "A B", "A=B", "#A", "-e"])
