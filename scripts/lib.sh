@@ -95,7 +95,9 @@ install_python() {
   local stamp=.venv/.chute-installed
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     step "pip install chute and its test dependencies"
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "^WARNING: Location" || true
+    # editable_mode=compat: a plain path entry instead of setuptools' import hook, which costs every
+    # `chute` process 10-40 ms at start (bench/README.md, "chute blubber as a fresh process")
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat 2>&1 | grep -v "^WARNING: Location" || true
     .venv/bin/python -c "import chute" && touch "$stamp"
   fi
   # PYTHONDONTWRITEBYTECODE may be set on these machines: compile once so that every fresh
