@@ -162,3 +162,14 @@ def test_kubernetes_applies_the_secret_with_current_values_and_stores_only_the_r
     bare = Deployer(MemoryStore(), {PROJECT: envs}, {"kubernetes": StubImages(factory)})
     dep = bare.deploy(PROJECT, "production", "registry.example.org/demo/web:2", reason="r", actor="a")
     assert dep.status == FAILED and "has no secret store" in dep.error
+
+
+def test_a_pipelines_test_release_gets_no_secrets():
+    from chute.deploy.testrelease import run_test_release
+
+    class NoTarget:
+        def resolve_image(self, ref):
+            raise AssertionError("refused before the image is looked at")
+
+    with pytest.raises(ConfigError, match="a test release gets no secrets"):
+        run_test_release(PROJECT, "localhost/web:1", target=NoTarget(), overrides={"secrets": ["DB_PASSWORD"]})
