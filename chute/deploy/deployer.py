@@ -279,11 +279,11 @@ class Deployer:
                 )
             )
         mf.validate(docs)
-        return self._with_secrets(
-            Release(
-                project=project, env=env, revision=revision, image=image, manifests=docs, container_port=port
-            )
+        release = Release(
+            project=project, env=env, revision=revision, image=image, manifests=docs, container_port=port
         )
+        # A chart's values are its own: chute gives secrets only to the manifests it renders.
+        return release if env.chart is not None else self._with_secrets(release)
 
     def _with_secrets(self, release: Release) -> Release:
         """``release`` with the current values of the environment secrets its manifests reference.
