@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .deployer import DeployBlocked, DeployBusy, Deployer, DeployError, Outcome, OutdatedImage
+from .deployer import DeployBlocked, DeployBusy, Deployer, DeployError, Outcome, OutdatedImage, SecretsUnavailable
 from .environments import (
     ChartRef,
     DeployWindow,
@@ -26,6 +26,7 @@ from .environments import (
     FreezeWindow,
     HealthPolicy,
     PrometheusCheck,
+    SecretEnv,
     Values,
     active_freeze,
     load_environments,
@@ -96,6 +97,8 @@ __all__ = [
     "PrometheusCheck",
     "Release",
     "ResolvedImage",
+    "SecretEnv",
+    "SecretsUnavailable",
     "Target",
     "TargetError",
     "TestReleaseResult",

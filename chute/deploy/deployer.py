@@ -20,12 +20,15 @@ A deploy of image I to environment E of project P:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from chute.secrets.masking import Masker
 
 from . import manifests as mf
 from .environments import Environment, active_freeze, outside_windows, promotion_order
@@ -63,6 +66,14 @@ class OutdatedImage(DeployError):
     """The image is older than the one the environment already runs."""
 
 
+class SecretsUnavailable(DeployError):
+    """The secrets a revision's manifests reference cannot be given to it (missing, or no source)."""
+
+
+SecretSource = Callable[[str, str, list[str]], Mapping[str, str]]
+"""``(project, environment, ids) -> {id: value}`` for the ids that are set; may raise SecretsUnavailable."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What happened to one environment after a publish or a promotion."""
@@ -92,8 +103,10 @@ class Deployer:
         clock: Callable[[], datetime] = utcnow,
         lock_ttl: float = 3600.0,
         workdir: str = ".",
+        secrets: SecretSource | None = None,
     ) -> None:
         self.store = store
+        self.secrets = secrets  # the chute server's SecretStore; None: no environment secrets here
         self._environments = environments
         self.targets = dict(targets)
         self.clock = clock
@@ -212,7 +225,14 @@ class Deployer:
                 if resolved is None:
                     raise missing or ImageNotFound(image)
                 release = self._render(project, env, revision, resolved)
-            except (ImageNotFound, mf.ManifestError, HelmUnavailable, HelmError, TargetError) as exc:
+            except (
+                ImageNotFound,
+                mf.ManifestError,
+                HelmUnavailable,
+                HelmError,
+                TargetError,
+                SecretsUnavailable,
+            ) as exc:
                 return self.store.update(
                     project,
                     environment,
@@ -259,9 +279,59 @@ class Deployer:
                 )
             )
         mf.validate(docs)
-        return Release(
+        release = Release(
             project=project, env=env, revision=revision, image=image, manifests=docs, container_port=port
         )
+        # A chart's values are its own: chute gives secrets only to the manifests it renders.
+        return release if env.chart is not None else self._with_secrets(release)
+
+    def _with_secrets(self, release: Release) -> Release:
+        """``release`` with the current values of the environment secrets its manifests reference.
+
+        Read at every start (deploy, rollback, restart of an earlier revision): a changed secret
+        takes effect on the next deploy, and a rollback runs the old image with today's values.
+        """
+        project, env = release.project, release.env.name
+        keys = mf.secret_keys(release.manifests, mf.secrets_name(project, env))
+        if not keys:
+            return release
+        if self.secrets is None:
+            raise SecretsUnavailable(
+                f"the manifests of {env} ask for the secrets {', '.join(keys)}, and this deploy has no "
+                "secret store: environment secrets are given only by the chute server's deploys"
+            )
+        try:
+            found = dict(self.secrets(project, env, list(keys)))
+        except SecretsUnavailable:
+            raise
+        except Exception as exc:  # e.g. the server's keys are not usable: say so, without values
+            raise SecretsUnavailable(
+                f"cannot read the secrets of {project}/{env}: {type(exc).__name__}: {_first_line(exc)}"
+            ) from None
+        missing = [k for k in keys if k not in found]
+        if missing:
+            which = "secret " + missing[0] if len(missing) == 1 else "secrets " + ", ".join(missing)
+            raise SecretsUnavailable(
+                f"{which} {'is' if len(missing) == 1 else 'are'} not set for environment {env} of "
+                f"{project} (nor for the whole project); set {'it' if len(missing) == 1 else 'them'} with "
+                f"`chute secret set {project} {missing[0]} --env {env}` and deploy again"
+            )
+        return dataclasses.replace(release, secrets={k: found[k] for k in keys})
+
+    def _updater(self, release: Release) -> Callable[..., Deployment]:
+        """``store.update`` with the release's secret values masked in errors and health verdicts."""
+        if not release.secrets:
+            return self.store.update
+        masker = Masker(release.secrets.values())
+
+        def update(project: str, environment: str, revision: int, **changes: Any) -> Deployment:
+            if isinstance(changes.get("error"), str):
+                changes["error"] = masker.mask(changes["error"])
+            if isinstance(changes.get("health"), list):
+                changes["health"] = masker.mask_doc(changes["health"])
+            return self.store.update(project, environment, revision, **changes)
+
+        return update
 
     def _roll_out(
         self, dep: Deployment, release: Release, previous: Deployment | None, target: Target
@@ -269,6 +339,7 @@ class Deployer:
         """Start, gate, switch, watch; restore ``previous`` when the new revision is not healthy."""
         project, environment, revision = dep.project, dep.environment, dep.revision
         env = release.env
+        update = self._updater(release)
         try:
             state = target.start(release)
         except TargetError as exc:
@@ -277,7 +348,7 @@ class Deployer:
                 restored = previous.revision if previous is not None else None
             else:
                 restored = self._restore(previous, env, target) if env.rollback == "auto" else None
-            return self.store.update(
+            return update(
                 project,
                 environment,
                 revision,
@@ -286,7 +357,7 @@ class Deployer:
                 finished_at=self.clock(),
                 restored_revision=restored,
             )
-        dep = self.store.update(project, environment, revision, target_state=dict(state))
+        dep = update(project, environment, revision, target_state=dict(state))
         verdicts: list[dict[str, Any]] = []
         first = self._gate(target, release, state, serving=False)
         verdicts.append({**first.to_dict(), "decided_at": self.clock().isoformat()})
@@ -299,7 +370,7 @@ class Deployer:
                 restored = previous.revision if previous is not None else None  # it served all along
             elif env.rollback == "auto":
                 restored = self._restore(previous, env, target)
-            return self.store.update(
+            return update(
                 project,
                 environment,
                 revision,
@@ -315,7 +386,7 @@ class Deployer:
         except TargetError as exc:
             target.abort(release, state)
             restored = self._restore(previous, env, target)
-            return self.store.update(
+            return update(
                 project,
                 environment,
                 revision,
@@ -326,7 +397,7 @@ class Deployer:
                 restored_revision=restored,
             )
         serving_at = self.clock()
-        dep = self.store.update(
+        dep = update(
             project, environment, revision, serving_at=serving_at, target_state=dict(state)
         )
         second = self._gate(target, release, state, serving=True)
@@ -335,10 +406,10 @@ class Deployer:
             if env.rollback != "auto":
                 # It keeps serving; the previous revision serves no more and a human decides.
                 if previous is not None and previous.status == HEALTHY:
-                    self.store.update(project, environment, previous.revision, status=SUPERSEDED)
+                    update(project, environment, previous.revision, status=SUPERSEDED)
                     with contextlib.suppress(TargetError):
                         target.retire(self._release_of(previous, env), previous.target_state)
-                return self.store.update(
+                return update(
                     project,
                     environment,
                     revision,
@@ -352,7 +423,7 @@ class Deployer:
             restored_at = self.clock()
             if restored is not None:
                 target.abort(release, state)
-            return self.store.update(
+            return update(
                 project,
                 environment,
                 revision,
@@ -363,12 +434,12 @@ class Deployer:
                 restored_revision=restored,
                 time_to_restore=(restored_at - serving_at).total_seconds() if restored is not None else None,
             )
-        dep = self.store.update(
+        dep = update(
             project, environment, revision, status=HEALTHY, health=verdicts, finished_at=self.clock()
         )
         if previous is not None:
             if previous.status == HEALTHY:  # a failed one that served (rollback: manual) stays failed
-                self.store.update(project, environment, previous.revision, status=SUPERSEDED)
+                update(project, environment, previous.revision, status=SUPERSEDED)
             with contextlib.suppress(TargetError):
                 target.retire(self._release_of(previous, env), previous.target_state)
         return dep
@@ -390,13 +461,14 @@ class Deployer:
             if warm is not None and state and warm(release, state):
                 target.switch(release, state)
                 return previous.revision
+            release = self._with_secrets(release)
             state = target.start(release)
             verdict = self._gate(target, release, state, serving=False)
             if not verdict.healthy:
                 target.abort(release, state)
                 return None
             target.switch(release, state)
-        except TargetError:
+        except (TargetError, SecretsUnavailable):
             return None
         self.store.update(previous.project, previous.environment, previous.revision, target_state=dict(state))
         return previous.revision
@@ -545,6 +617,18 @@ class Deployer:
                 manifests=old.manifests,
                 container_port=old.container_port,
             )
+            try:
+                release = self._with_secrets(release)  # today's values, not those of back then
+            except SecretsUnavailable as exc:
+                return self.store.update(
+                    project,
+                    environment,
+                    revision,
+                    status=FAILED,
+                    error=_first_line(exc),
+                    finished_at=self.clock(),
+                    restored_revision=current.revision if current else None,
+                )
             # A rollback that fails must leave the current revision serving: no auto-restore of a
             # revision we are moving away from, except to put it back.
             result = self._roll_out(dep, release, current, target)

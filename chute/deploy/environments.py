@@ -54,7 +54,8 @@ _HEALTH_KEYS = (
     "prometheus",
 )
 _PROM_KEYS = ("url", "query", "max", "min", "no_data")
-_VALUES_KEYS = ("port", "env", "replicas", "resources")
+_VALUES_KEYS = ("port", "env", "replicas", "resources", "secrets")
+_SECRET_KEYS = ("id", "name")
 _RESOURCES_KEYS = ("requests", "limits")
 _RESOURCE_NAMES = ("cpu", "memory")
 _FREEZE_KEYS = ("from", "to", "reason")
@@ -67,6 +68,7 @@ _DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _QUANTITY_RE = re.compile(r"^\d+(\.\d+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # as chute.secrets.store.NAME_RE
 
 
 # --------------------------------------------------------------------------- model
@@ -138,6 +140,14 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class SecretEnv:
+    """One ``values.secrets`` entry: the stored secret ``id`` given to the service as env var ``name``."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Values:
     """What chute's own manifests are rendered from (``environments.<env>.values``)."""
 
@@ -145,6 +155,7 @@ class Values:
     env: Mapping[str, str] = field(default_factory=dict)
     replicas: int = 1
     resources: Resources = field(default_factory=Resources)
+    secrets: tuple[SecretEnv, ...] = ()  # given as env vars by reference (a Secret), never in the manifests
 
 
 @dataclass(frozen=True)
@@ -494,9 +505,70 @@ class _Parser:
         resources = Resources()
         if data.get("resources") is not None:
             resources = self.resources(data["resources"], (*path, "resources"))
+        secrets: tuple[SecretEnv, ...] = ()
+        if data.get("secrets") is not None:
+            secrets = self.secrets(data["secrets"], (*path, "secrets"), env, port)
         return Values(
-            port=port, env=env, replicas=replicas if replicas is not None else 1, resources=resources
+            port=port,
+            env=env,
+            replicas=replicas if replicas is not None else 1,
+            resources=resources,
+            secrets=secrets,
         )
+
+    def secrets(
+        self, value: Any, path: tuple[str | int, ...], env: Mapping[str, str], port: int | None
+    ) -> tuple[SecretEnv, ...]:
+        """``values.secrets``: ``[DB_PASSWORD, {id: tls.key, name: TLS_KEY}, ...]``."""
+        if not isinstance(value, list):
+            self.error(
+                path,
+                f"must be a list of secret names, not {_kind(value)}",
+                "e.g. secrets: [DB_PASSWORD, {id: api.token, name: API_TOKEN}]",
+            )
+            return ()
+        out: list[SecretEnv] = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(value):
+            where = (*path, i)
+            if isinstance(item, dict):
+                self.known_keys(item, _SECRET_KEYS, where)
+                sid, name = item.get("id"), item.get("name", item.get("id"))
+                if not isinstance(sid, str):
+                    self.error(where, "`id` (the secret's name in `chute secret set`) is required")
+                    continue
+            elif isinstance(item, str):
+                sid = name = item
+            else:
+                self.error(where, f"must be a secret name or {{id, name}}, not {_kind(item)}")
+                continue
+            if not _SECRET_ID_RE.match(sid):
+                self.error(
+                    where,
+                    f"`{sid}` is not a valid secret name",
+                    "letters, digits, '_', '.' and '-' (not first), at most 128 characters",
+                )
+                continue
+            if not isinstance(name, str) or not _ENV_NAME_RE.match(name):
+                self.error(
+                    where,
+                    f"`{name}` is not a valid environment variable name",
+                    f"give it one: {{id: {sid}, name: {re.sub(r'[^A-Za-z0-9_]', '_', sid).upper()}}}",
+                )
+                continue
+            if name in seen:
+                self.error(where, f"`{name}` is given twice (also entry {seen[name] + 1})")
+                continue
+            if name in env or (name == "PORT" and port):
+                self.error(
+                    where,
+                    f"`{name}` is also set in `values.env`",
+                    "a variable comes from `env` or from `secrets`, not both",
+                )
+                continue
+            seen[name] = i
+            out.append(SecretEnv(id=sid, name=name))
+        return tuple(out)
 
     def resources(self, value: Any, path: tuple[str | int, ...]) -> Resources:
         data = self.mapping(value, path, "resources")

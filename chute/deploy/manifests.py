@@ -4,6 +4,12 @@ chute renders a Deployment, a Service and a ConfigMap (the environment's
 ``env`` values) with the image pinned BY DIGEST. The same documents are applied
 to a Kubernetes cluster as they are, and adapted for ``podman kube play`` by
 the podman target.
+
+The environment's ``values.secrets`` appear only as references: ``env`` entries
+with ``valueFrom.secretKeyRef`` naming the environment's Secret
+(:func:`secrets_name`) and the secret's id as key. The values are never part of
+the manifests (which are stored with each revision); the targets make the
+Secret at apply time from :attr:`~chute.deploy.targets.Release.secrets`.
 """
 
 from __future__ import annotations
@@ -52,6 +58,26 @@ def dns_name(text: str, limit: int = 63) -> str:
 def app_name(project: str, environment: str) -> str:
     """The resource name of a project's service in one environment (fits a pod name with suffixes)."""
     return dns_name(f"{project}-{environment}", limit=40)
+
+
+def secrets_name(project: str, environment: str) -> str:
+    """The name of the Secret that holds an environment's ``values.secrets`` (one per environment)."""
+    return f"{app_name(project, environment)}-secrets"
+
+
+def secret_keys(docs: Iterable[Mapping[str, Any]], name: str) -> list[str]:
+    """The keys of Secret ``name`` that the Deployments' containers reference (sorted)."""
+    keys: set[str] = set()
+    for doc in docs:
+        if doc.get("kind") != "Deployment":
+            continue
+        pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for c in [*(pod.get("containers") or []), *(pod.get("initContainers") or [])]:
+            for e in c.get("env") or []:
+                ref = ((e or {}).get("valueFrom") or {}).get("secretKeyRef") or {}
+                if ref.get("name") == name and isinstance(ref.get("key"), str):
+                    keys.add(ref["key"])
+    return sorted(keys)
 
 
 def namespace_for(project: str, env: Environment) -> str:
@@ -108,6 +134,13 @@ def render(inp: RenderInput) -> list[dict[str, Any]]:
         "ports": [{"name": "http", "containerPort": inp.container_port, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": config_name}}],
     }
+    if env.values.secrets:
+        # By reference only: the Secret itself is made by the target from the current values.
+        secret = secrets_name(inp.project, env.name)
+        container["env"] = [
+            {"name": s.name, "valueFrom": {"secretKeyRef": {"name": secret, "key": s.id}}}
+            for s in env.values.secrets
+        ]
     resources = {
         k: dict(v)
         for k, v in (("requests", env.values.resources.requests), ("limits", env.values.resources.limits))

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chute.config import ConfigError, Problem
+
 from . import manifests as mf
 from .environments import ChartRef, parse_environments
 from .health import HealthGate
@@ -74,6 +76,13 @@ def run_test_release(
     elif overrides:
         raw_env["values"] = dict(overrides)
     env = parse_environments({release_name: raw_env}, None, ("deploy", "overrides"))[release_name]
+    if env.values.secrets:  # a throwaway release of a pipeline step is no environment: no secrets
+        raise ConfigError([Problem(
+            "a test release gets no secrets: environment secrets go only to the services of "
+            "`environments` that list them",
+            "deploy.overrides.secrets",
+            hint="remove `secrets`, or deploy to an environment (docs/deploy.md, \"Secrets of an environment\")",
+        )])
     env = _without_port(env)
 
     def done(ok: bool, reason: str, **kw: Any) -> TestReleaseResult:

@@ -313,7 +313,8 @@ class DeployService:
                                         lease=self.settings.deploy_lease)
         if targets is None:
             targets = {"podman": PodmanTarget(self.settings.home / "deploy" / "podman")}
-        self.deployer = Deployer(self.store, self.environments, targets, workdir=str(self.settings.home))
+        self.deployer = Deployer(self.store, self.environments, targets, workdir=str(self.settings.home),
+                                 secrets=self.secret_values)
         self.tick_interval = tick
         self.refresh_interval = 5.0  # seconds between checks whether default branches moved
         self.wakeup = threading.Event()
@@ -331,6 +332,31 @@ class DeployService:
             if p is None:
                 return {}
             return parse_rows(environment_rows(s, p.id))
+
+    def secret_values(self, project: str, environment: str, ids: list[str]) -> dict[str, str]:
+        """The values of ``ids`` for a deploy of ``environment``: the environment's own, else the project's.
+
+        Only the deploy worker asks, for the ``values.secrets`` of an environment of the default
+        branch's (reviewed) config; what it returns goes to the target and nowhere else.
+        """
+        from chute.deploy.deployer import SecretsUnavailable
+        from chute.secrets import SecretKeyError
+
+        from .api.secrets import store as secret_store
+
+        with self.db.session() as s:
+            p = s.scalars(select(Project).where(Project.name == project)).first()
+            if p is None:
+                return {}
+            secrets = secret_store(self.state)
+            try:
+                found = secrets.values(s, p, ids, environment=environment)
+                rest = [i for i in ids if i not in found]
+                if rest:
+                    found.update(secrets.values(s, p, rest, environment=""))
+            except SecretKeyError as exc:
+                raise SecretsUnavailable(f"the server's secret keys are not usable: {exc}") from None
+        return found
 
     def _commits_between(self, project: str, old: str | None, new: str) -> list[str]:
         with self.db.session() as s:

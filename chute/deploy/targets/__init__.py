@@ -14,6 +14,7 @@ A deploy asks its target to:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -52,6 +53,9 @@ class Release:
     image: ResolvedImage
     manifests: list[dict[str, Any]]
     container_port: int
+    # The environment's secrets the manifests reference (key -> value), read when the revision
+    # is started; never stored, never shown (repr=False). See chute.deploy.manifests.secrets_name.
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
 
 class Target(Protocol):

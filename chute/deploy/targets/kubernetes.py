@@ -10,6 +10,10 @@
   ``ProgressDeadlineExceeded`` condition fails it at once. The manifests set
   ``maxUnavailable: 0``, so the old pods serve until the new ones are ready.
 * A rollback re-applies the earlier revision's stored manifests as they were.
+* The environment's ``values.secrets`` are a ``Secret`` (``<app>-secrets``, ``type: Opaque``)
+  applied the same way before the Deployment, from the values the Deployer read for this
+  start (:attr:`Release.secrets`); the stored manifests only reference it
+  (``env[].valueFrom.secretKeyRef``). Server-side apply drops the keys chute no longer sets.
 * Images must come from a registry: the tag is resolved to a digest with the
   registry's HTTP API (``/v2/<name>/manifests/<tag>``) before anything is
   applied, and the manifests name the image by digest.
@@ -17,6 +21,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -214,6 +219,7 @@ class KubernetesTarget:
             },
         }
         self.apply(env, ns_doc, None)
+        secret = secret_doc(release)
         docs = sorted(
             (d for d in release.manifests if d.get("kind") != "Namespace"),
             key=lambda d: _APPLY_ORDER.index(d["kind"]) if d.get("kind") in _APPLY_ORDER else 99,
@@ -224,6 +230,8 @@ class KubernetesTarget:
                 f"the kubernetes target cannot apply kind {', '.join(unknown)} yet "
                 f"(it applies {', '.join(_KINDS)})"
             )
+        if secret is not None:
+            self.apply(env, secret, namespace)  # before the pods that read it
         generations: dict[str, int] = {}
         for doc in docs:
             applied = self.apply(env, doc, namespace)
@@ -257,6 +265,34 @@ class KubernetesTarget:
 
     def abort(self, release: Release, state: dict[str, Any]) -> None:
         """Nothing to do here: the Deployer re-applies the previous revision (rollback: auto)."""
+
+
+def secret_doc(release: Release) -> dict[str, Any] | None:
+    """The environment's Secret with the values of this start; None when the manifests need none."""
+    name = mf.secrets_name(release.project, release.env.name)
+    keys = mf.secret_keys(release.manifests, name)
+    if not keys:
+        return None
+    missing = [k for k in keys if k not in release.secrets]
+    if missing:
+        raise TargetError(f"the Secret {name} would lack {', '.join(missing)}: no value was given for them")
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": name,
+            "labels": {
+                mf.LABEL_NAME: mf.app_name(release.project, release.env.name),
+                mf.LABEL_ENVIRONMENT: release.env.name,
+                mf.LABEL_MANAGED_BY: "chute",
+                mf.LABEL_PROJECT: mf.dns_name(release.project),
+            },
+            "annotations": {mf.ANNOTATION_PROJECT: release.project},
+        },
+        "type": "Opaque",
+        # data (base64), not stringData: server-side apply then owns exactly these keys.
+        "data": {k: base64.b64encode(release.secrets[k].encode()).decode() for k in keys},
+    }
 
 
 def rollout_status(dep: dict[str, Any], min_generation: int = 0) -> Check:

@@ -14,10 +14,19 @@ What kube play honours and what this target does about it (notes/machine.md §2)
   between revisions with no gap. The previous revision keeps running until
   the new one has been healthy for ``stable_for``, so an automatic rollback is
   a switch back, not a restart.
+* The environment's secrets (``env[].valueFrom.secretKeyRef`` in the manifests):
+  kube play 4.3 mis-stores a ``kind: Secret`` of the YAML (it keeps it as YAML,
+  then wants JSON), but resolves ``secretKeyRef`` from a podman secret holding
+  ``{"KEY": base64(value)}``. So each start makes such a podman secret
+  (``<app>-r<revision>-secrets``, the value through stdin, never a command line
+  or a file of chute's), plays the YAML that references it, and removes the
+  secret at once: the values are then only in the container's configuration,
+  as any env value is. The kube file chute keeps holds the reference only.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
@@ -35,7 +44,7 @@ import yaml
 
 from ..environments import Environment
 from ..health import FAIL, FATAL, PASS, WAIT, Check
-from ..manifests import LABEL_ENVIRONMENT, LABEL_PROJECT, app_name, dns_name, find
+from ..manifests import LABEL_ENVIRONMENT, LABEL_PROJECT, app_name, dns_name, find, secret_keys, secrets_name
 from . import ImageNotFound, Release, ResolvedImage, TargetError
 
 ROUTER_MODULE = "chute.deploy.router"
@@ -92,11 +101,11 @@ class PodmanTarget:
     # ------------------------------------------------------------------ podman calls
 
     def _run(
-        self, *args: str, timeout: float = 120.0, check: bool = True
+        self, *args: str, timeout: float = 120.0, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         try:
             proc = subprocess.run(
-                [self.podman, *args], capture_output=True, text=True, timeout=timeout, check=False
+                [self.podman, *args], capture_output=True, text=True, timeout=timeout, check=False, input=input
             )
         except FileNotFoundError:
             raise TargetError(
@@ -169,6 +178,7 @@ class PodmanTarget:
     def adapt(self, release: Release, side_port: int) -> list[dict[str, Any]]:
         """The release's manifests as podman kube play runs them (see the module docstring)."""
         name = self.pod_base(release)
+        env_secret = secrets_name(release.project, release.env.name)
         out: list[dict[str, Any]] = []
         for doc in release.manifests:
             kind = doc.get("kind")
@@ -192,6 +202,10 @@ class PodmanTarget:
                         c["imagePullPolicy"] = "Never"  # resolve_image made sure it is local
                     else:
                         c["imagePullPolicy"] = "IfNotPresent"
+                    for e in c.get("env") or []:
+                        ref = ((e or {}).get("valueFrom") or {}).get("secretKeyRef")
+                        if isinstance(ref, dict) and ref.get("name") == env_secret:
+                            ref["name"] = self.secret_name(release)  # this revision's podman secret
                     for p in c.get("ports") or []:
                         p.pop("hostPort", None)
                         p.pop("hostIP", None)
@@ -212,6 +226,32 @@ class PodmanTarget:
     def pod_base(self, release: Release) -> str:
         return f"{app_name(release.project, release.env.name)}-r{release.revision}"
 
+    def secret_name(self, release: Release) -> str:
+        return f"{self.pod_base(release)}-secrets"
+
+    def _make_secret(self, release: Release) -> str | None:
+        """The podman secret kube play reads this revision's ``secretKeyRef`` values from."""
+        keys = secret_keys(release.manifests, secrets_name(release.project, release.env.name))
+        if not keys:
+            return None
+        missing = [k for k in keys if k not in release.secrets]
+        if missing:
+            raise TargetError(f"no value was given for the secrets {', '.join(missing)}")
+        name = self.secret_name(release)
+        self._run("secret", "rm", name, check=False, timeout=30)  # a leftover of a killed deploy
+        content = json.dumps({k: base64.b64encode(release.secrets[k].encode()).decode() for k in keys})
+        proc = self._run("secret", "create", name, "-", input=content, check=False, timeout=30)
+        if proc.returncode != 0:
+            raise TargetError(f"podman secret create {name} failed (exit {proc.returncode}): {proc.stderr.strip()}")
+        return name
+
+    def _remove_secrets(self, prefix: str) -> None:
+        proc = self._run("secret", "ls", "--format", "{{.Name}}", check=False, timeout=30)
+        for name in proc.stdout.split():
+            rest = name[len(prefix):] if name.startswith(prefix) else ""
+            if rest.endswith("-secrets") and rest.removesuffix("-secrets").isdigit():
+                self._run("secret", "rm", name, check=False, timeout=30)
+
     def start(self, release: Release) -> dict[str, Any]:
         side_port = _free_port()
         docs = self.adapt(release, side_port)
@@ -228,7 +268,12 @@ class PodmanTarget:
             "healthcheck": list(release.image.healthcheck),
         }
         try:
-            self._run("kube", "play", "--replace", str(kube_file), timeout=120)
+            secret = self._make_secret(release)
+            try:
+                self._run("kube", "play", "--replace", str(kube_file), timeout=120)
+            finally:
+                if secret:  # the container has its env now; podman keeps no other copy
+                    self._run("secret", "rm", secret, check=False, timeout=30)
         except TargetError:
             self.abort(release, state)
             raise
@@ -443,6 +488,7 @@ class PodmanTarget:
                 continue
             self._remove_later(pod, str(self.state_dir / f"{pod.removesuffix('-pod-0')}.yaml"))
             removed.append(pod)
+        self._remove_secrets(f"{app_name(project, env.name)}-r")  # left by a deploy killed in kube play
         return removed
 
     def wait_idle(self, timeout: float = 120.0) -> None:
@@ -470,6 +516,7 @@ class PodmanTarget:
         ids = proc.stdout.split()
         if ids:
             self._run("pod", "rm", "-f", "-t", str(self.stop_timeout), *ids, check=False, timeout=60)
+        self._remove_secrets(f"{app_name(project, env.name)}-r")
         for f in self._router_files(env, project):
             f.unlink(missing_ok=True)
 
