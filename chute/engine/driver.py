@@ -591,6 +591,7 @@ class CliEngine:
             # started and its command succeeded, so there is nothing to ask the engine (an inspect
             # costs a podman call, 0.3 to 1 s on a busy machine).
             exit_code: int | None = 0
+            oom_killed = False
         else:
             info = self._inspect_container_or_none(name)
             if info is None:
@@ -602,6 +603,7 @@ class CliEngine:
                 # The engine created the container but could not start the command.
                 self._raise_if_misconfigured(result, remove=name)
             exit_code = info.exit_code if info.exit_code is not None else result.returncode
+            oom_killed = info.oom_killed
         removed = False
         if not keep:
             self.remove_containers([name])
@@ -613,7 +615,7 @@ class CliEngine:
             tail_lines=result.tail[-50:],
             duration=result.duration,
             removed=removed,
-            oom_killed=info.oom_killed,
+            oom_killed=oom_killed,
         )
 
     def _isolated_network(self, log: LogFn) -> str:
