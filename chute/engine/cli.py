@@ -7,8 +7,10 @@ cleans up (stops the container it started) before the process is killed.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from .base import LogFn
 
 POLL_INTERVAL = 0.1  # seconds between checks of the cancel event and the deadline
 TERM_GRACE = 5.0  # seconds between SIGTERM and SIGKILL when the process must go
+MAX_LINE = 64 * 1024  # bytes of one output line passed on at a time; a longer line is split
 
 
 @dataclass(frozen=True)
@@ -145,16 +148,25 @@ def run_streaming(
         return ProcessResult(tuple(argv), None, stderr=str(err), tail=(str(err),))
 
     def pump() -> None:
-        assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
-            line = _decode(raw)
+        out = proc.stdout
+        assert out is not None
+        # At most MAX_LINE bytes at a time: output without newlines (a progress bar redrawn
+        # with carriage returns, a binary dump) is passed on in pieces, never held whole. The
+        # incremental decoder keeps a character cut between two pieces whole.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        pieces = iter(lambda: out.readline(MAX_LINE), b"")
+        for raw in itertools.chain(pieces, [None]):
+            text = decoder.decode(b"", final=True) if raw is None else decoder.decode(raw)
+            if raw is None and not text:
+                break
+            line = text.rstrip("\r\n")
             tail.append(line)
             if log is not None and not log_errors:
                 try:
                     log(line)
                 except Exception as err:  # keep draining the pipe; re-raised below
                     log_errors.append(err)
-        proc.stdout.close()
+        out.close()
 
     reader = threading.Thread(target=pump, name=f"engine-output-{proc.pid}", daemon=True)
 

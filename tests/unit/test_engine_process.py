@@ -12,7 +12,7 @@ import time
 import pytest
 
 from chute.engine import EngineNotFound, EngineUsageError, detect_engine
-from chute.engine.cli import run_capture, run_streaming
+from chute.engine.cli import MAX_LINE, run_capture, run_streaming
 
 
 def _alive(pid: int) -> bool:
@@ -39,6 +39,19 @@ def test_lines_are_streamed_in_order_with_exit_code():
     assert seen[0][0] < 0.4  # delivered before the process finished, not at the end
     assert result.returncode == 4 and not result.ok
     assert result.tail == ("one", "two", "no newline")
+
+
+def test_output_without_newlines_is_passed_on_in_bounded_pieces():
+    """A container printing a gigabyte without a newline (a progress bar redrawn with carriage
+    returns) must not be held whole: the agent inside chute serve would grow by the log's size."""
+    seen: list[str] = []
+    # A two-byte character straddles the first cut; 3 MB follow without a newline.
+    code = f"import sys; sys.stdout.buffer.write(b'x' * ({MAX_LINE} - 1) + 'é'.encode() + b'y' * 3_000_000)"
+    result = run_streaming([sys.executable, "-c", code], log=seen.append)
+    assert result.returncode == 0
+    assert max(len(piece) for piece in seen) <= MAX_LINE
+    assert len(seen) > 3_000_000 // MAX_LINE
+    assert "".join(seen) == "x" * (MAX_LINE - 1) + "é" + "y" * 3_000_000  # nothing lost, no character broken
 
 
 def test_timeout_kills_the_whole_process_group(tmp_path):
