@@ -61,7 +61,7 @@ _BLOB_MAX = 64 * 1024
 _COMMITS = _Immutable(1024)  # full ids known to be commits of a mirror
 # The origin URL each mirror was last set to by this process, with its config file's stat then:
 # `remote set-url` runs again only when the URL or the file changed.
-_ORIGIN: dict[str, tuple[str, int, int]] = {}
+_ORIGIN: dict[str, tuple[str, int, int, int]] = {}
 _ORIGIN_LOCK = threading.Lock()
 
 
@@ -115,12 +115,12 @@ class Mirror:
             self._origin_set()
         _git(["fetch", "--prune", "--quiet", "origin", "+refs/*:refs/*"], cwd=self.path)
 
-    def _config_stat(self) -> tuple[int, int] | None:
+    def _config_stat(self) -> tuple[int, int, int] | None:
         try:
             st = (self.path / "config").stat()
         except OSError:
             return None
-        return st.st_mtime_ns, st.st_size
+        return st.st_ino, st.st_mtime_ns, st.st_size  # git rewrites it by rename: a new inode
 
     def _origin_is_set(self) -> bool:
         """Whether this process set origin to ``self.url`` and the mirror's config is unchanged since."""
