@@ -64,7 +64,11 @@ class PipelineInfo:
 
 def read_pipelines(m: Mirror, commit: str) -> tuple[list[PipelineInfo], str | None]:
     """The pipelines of ``.pipeline/config.yaml`` at ``commit``, or an error text."""
-    raw = m.read_file(commit, CONFIG_PATH)
+    return parse_pipelines(m.read_file(commit, CONFIG_PATH), commit)
+
+
+def parse_pipelines(raw: bytes | None, commit: str) -> tuple[list[PipelineInfo], str | None]:
+    """:func:`read_pipelines` of a config already read (``raw``: its bytes at ``commit``, None if absent)."""
     if raw is None:
         return [], f"{CONFIG_PATH} does not exist at {commit[:12]}"
     # Imported only when there is a config to parse: a repository without one needs no parser.
@@ -152,8 +156,9 @@ def inspect_config(m: Mirror, project: Project) -> dict[str, Any]:
         commit = m.resolve(f"refs/heads/{project.default_branch}")
     except RepoError:
         return {"has_pipeline": False, "error": f"branch {project.default_branch} not found", "pipelines": []}
-    pipes, error = read_pipelines(m, commit)
-    has = m.read_file(commit, CONFIG_PATH) is not None
+    raw = m.read_file(commit, CONFIG_PATH)
+    pipes, error = parse_pipelines(raw, commit)
+    has = raw is not None
     return {"has_pipeline": has, "error": error if has else None, "commit": commit,
             "pipelines": [{"name": p.name, "privileged": p.privileged} for p in pipes]}
 
@@ -191,14 +196,20 @@ def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, a
         if not inc.recheck:
             return []
         return recheck(s, settings, project, inc, actor=actor)
+    # Git calls are the bulk of a webhook's time (bench/README.md): whether the commit is there,
+    # its full id, author and subject come from one `git show -s` (Mirror.commit_meta).
+    info: dict[str, str] | None = None
     try:
         if inc.ref and (inc.ref.startswith("refs/changes/") or inc.ref.startswith("refs/pull/")
                         or inc.ref.startswith("refs/merge-requests/")):
             m.fetch_ref(inc.ref)
         else:
             m.sync()
-        if inc.commit and not m.has_commit(inc.commit):
-            m.sync()
+        if inc.commit:
+            info = m.commit_meta(inc.commit)
+            if info is None:
+                m.sync()
+                info = m.commit_meta(inc.commit)
     except RepoError as err:
         raise ServiceError(f"cannot fetch the change's commit: {err}", 502) from None
     if not inc.commit:
@@ -208,23 +219,23 @@ def ingest(s: Session, settings: Settings, project: Project, inc: Incoming, *, a
         except RepoError:
             raise ServiceError(f"{ref[:300]!r} names no commit in {project.repo_url}", 422,
                                "give an existing branch, tag or ref") from None
-    if not m.has_commit(inc.commit):
+        info = m.commit_meta(inc.commit)
+    if info is None:
         raise ServiceError(f"commit {inc.commit[:40]} is not in {project.repo_url} (ref {inc.ref or '-'})", 422,
                            "the event names a commit the repository does not have; check the project's repo URL")
     if len(inc.commit) not in (40, 64):  # an abbreviation: changes are keyed by the full id
-        inc.commit = m.resolve(inc.commit)
-    if not inc.title or not inc.author:
-        info = m.commit_info(inc.commit)
-        inc.title = inc.title or info["subject"]
-        inc.author = inc.author or info["author"]
+        inc.commit = info["commit"]
+    inc.title = inc.title or info["subject"]
+    inc.author = inc.author or info["author"]
     change, new = _find_or_make_change(s, project, inc)
     if new:
         kind = {"patchset": "change.uploaded", "merged": "change.merged", "push": "change.pushed",
                 "push-branch": "change.pushed", "tag": "change.tagged"}.get(inc.kind, "change.pushed")
         ledger.record(s, kind, change=change, actor=actor or inc.author,
                       data={"ref": inc.ref, "branch": inc.branch, "title": inc.title, "url": inc.url})
-    pipes, error = read_pipelines(m, inc.commit)
-    has_config = m.read_file(inc.commit, CONFIG_PATH) is not None
+    raw = m.read_file(inc.commit, CONFIG_PATH)  # memoised by commit: the trust notes, credentials reuse it
+    pipes, error = parse_pipelines(raw, inc.commit)
+    has_config = raw is not None
     if inc.branch == project.default_branch or not project.has_pipeline:
         project.has_pipeline = has_config
     if error is not None:

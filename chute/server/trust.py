@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from chute.repo import Mirror, RepoError, _git
+from chute.repo import Mirror, RepoError
 from chute.store import LogChunk, Project, Run
 
 log = logging.getLogger("chute.trust")
@@ -51,9 +51,7 @@ class Verdict:
 
 def contains(m: Mirror, ref: str, commit: str) -> bool:
     """Whether ``commit`` is ``ref`` or one of its ancestors."""
-    if not commit or commit.startswith("-"):
-        return False
-    return _git(["merge-base", "--is-ancestor", commit, ref], cwd=m.path, check=False).returncode == 0
+    return m.is_ancestor(commit, ref)
 
 
 def decide(m: Mirror, project: Project, kind: str, commit: str, ref: str, branch: str) -> Verdict:
