@@ -103,6 +103,23 @@ def _background(state: State, name: str, target: Any, interval: float) -> thread
     return t
 
 
+class NoNulInUrls:
+    """A 400 for a URL with a NUL: no name or id contains one, and PostgreSQL cannot even compare
+    text with it. Plain ASGI, not ``@app.middleware``: Starlette's BaseHTTPMiddleware hides a
+    client's disconnect from the route (a killed agent's long poll would go on and claim a job)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path, query = scope.get("path", ""), scope.get("query_string", b"")
+        if scope["type"] == "http" and ("\x00" in path or b"%00" in query):
+            answer = JSONResponse({"detail": "the URL contains a NUL character (%00)"}, status_code=400)
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None, *, start_background: bool = True) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.database_url)
@@ -156,12 +173,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     )
     app.state.chute = state
 
-    @app.middleware("http")
-    async def _no_nul_in_urls(request: Request, call_next: Any) -> Any:
-        # No name or id contains NUL, and PostgreSQL cannot even compare text with it.
-        if "\x00" in request.url.path or b"%00" in request.scope.get("query_string", b""):
-            return JSONResponse({"detail": "the URL contains a NUL character (%00)"}, status_code=400)
-        return await call_next(request)
+    app.add_middleware(NoNulInUrls)
 
     @app.exception_handler(DataError)
     async def _data_error(request: Request, exc: DataError) -> JSONResponse:
