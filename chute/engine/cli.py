@@ -55,6 +55,22 @@ def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """The engine CLI is killed when the thread that started it dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Engine commands run in sessions of their own (so a Ctrl-C is ours to handle), so a killed agent
+    or ``chute run`` would leave them running: a ``podman run`` that had not yet created its
+    container would create it after the next agent's clean-up, for nobody.
+    """
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the agent's start-up clean-up is what remains
+
+
 def run_capture(
     argv: Sequence[str],
     *,
@@ -73,6 +89,7 @@ def run_capture(
             env=dict(env) if env is not None else None,
             timeout=timeout,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError as err:
         return ProcessResult(tuple(argv), None, stderr=str(err), duration=time.monotonic() - start)
@@ -143,6 +160,7 @@ def run_streaming(
             stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError as err:
         return ProcessResult(tuple(argv), None, stderr=str(err), tail=(str(err),))

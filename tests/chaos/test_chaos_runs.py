@@ -43,7 +43,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.podman]
 
 RUNS = 100
 BOX_SHARE = 0.04
-KILL_EVERY = (4.0, 10.0)  # seconds between two kills
+KILL_EVERY = (3.0, 7.0)  # seconds between two kills
+RUNS_PER_KILL = 4  # a run is queued only while there are fewer than this many per kill so far
 BACKLOG = 4  # runs are queued while fewer wait: the chaos then hits runs in progress, not a queue
 TARGETED_AT = (30, 65)  # after this many acknowledged runs, kill an agent while its container runs
 CHAOS_BUDGET = 210.0  # seconds to get 100 runs acknowledged under chaos
@@ -192,7 +193,11 @@ def test_no_run_is_lost_stuck_or_run_twice_when_processes_are_killed(db_url: str
                     died.append(f"{proc.name} exited by itself with {proc.exit_code()}:\n{tail(proc.log, 15)}")
                     restarts.append((now, proc))
             if now >= next_trigger and cluster.server.alive():
-                if _backlog(http) < BACKLOG:
+                # Pace the runs by the kills, so that a fast machine does not finish before the chaos
+                # had its say (at least RUNS / RUNS_PER_KILL kills among the runs).
+                if len(acked) - 1 >= RUNS_PER_KILL * (sum(kills.values()) + 1):
+                    next_trigger = now + 0.3
+                elif _backlog(http) < BACKLOG:
                     box = force_box > 0 or work_rng.random() < BOX_SHARE
                     run_id = _trigger(http, "box" if box else "quick")
                     if run_id is not None:
