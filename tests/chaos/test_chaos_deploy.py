@@ -183,13 +183,14 @@ def _round(cluster: Cluster, env: Env, images: dict[str, str], version_of: dict[
         # Something to roll back from: the other image, deployed in peace first.
         env.post("/deploy", {"image": other(), "reason": f"chaos round {round_no}: before the rollback"})
         _wait("the deploy before the rollback", lambda: (h := _settled(env)) and h[0]["status"] == "healthy", 120)
-    current = next(d for d in env.history() if d["status"] == "healthy")
+    history = env.history()
+    newest = max(d["revision"] for d in history)  # the request's revision comes after every earlier one
     if phase == "rollback":
         req = env.post("/rollback", {"reason": f"chaos round {round_no}"})
     else:
         req = env.post("/deploy", {"image": other(), "reason": f"chaos round {round_no}"})
     revision = _wait(f"request {req['id']} to make a revision", lambda: next(
-        (d["revision"] for d in env.history() if d["revision"] > current["revision"]), None), 60, 0.05)
+        (d["revision"] for d in env.history() if d["revision"] > newest), None), 60, 0.05)
     if phase == "serving":
         _wait("the switch", lambda: (d := _revision(env, revision)) and d["serving_at"], 60, 0.05)
         time.sleep(rng.uniform(0, STABLE_FOR * 0.75))
