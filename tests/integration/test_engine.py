@@ -679,8 +679,9 @@ FROM {DEBIAN}
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends ca-certificates python3-venv \\
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /venv
-RUN echo "PIP_CERT=$PIP_CERT NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS" && {pip_download} && ls /tmp/wheels
-"""
+RUN echo "PIP_CERT=$PIP_CERT NODE_EXTRA_CA_CERTS=$NODE_EXTRA_CA_CERTS" && {pip_download} && ls /tmp/wheels \
+    && echo {uuid.uuid4().hex}
+"""  # the last line makes the step new every time: a cached step would not show pip's output
     log = Collector()
     built = engine.build(dockerfile, context, labels=LABELS, log=log, timeout=900)
     created["images"].append(built.image_id)
