@@ -96,6 +96,17 @@ def test_cancel_calls_on_abort_first_and_lets_the_process_finish(tmp_path):
 
 
 def test_keyboard_interrupt_cleans_up_then_propagates(tmp_path):
+    import signal
+
+    # Ctrl-C as Python delivers it by default, whatever handler an earlier test left installed.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_cleans_up_then_propagates(tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_cleans_up_then_propagates(tmp_path):
     reasons: list[str] = []
     pidfile = tmp_path / "pid"
 
