@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,16 @@ EXAMPLES = ROOT / "examples"
 
 def _pg_admin_url() -> str | None:
     return os.environ.get("CHUTE_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(autouse=True)
+def default_ctrl_c() -> Iterator[None]:
+    """Every test starts with Python's own Ctrl-C handler: a library that installs its own and
+    never puts the old one back (an event loop's signal handling) made later Ctrl-C tests see
+    no KeyboardInterrupt."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
